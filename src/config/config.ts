@@ -1,0 +1,166 @@
+// The environment is read here and nowhere else: `loadConfig(process.env)` turns INTERTALK_*
+// variables into one validated, typed object with defaults. Everything else receives a Config.
+import { isValidDomain } from '../protocol/address.js';
+
+export interface Config {
+  domain: string;
+  listen: { host: string; port: number };
+  publicUrl: string;
+  database: string;
+  tls: { cert: string; key: string } | null;
+  registration: 'open' | 'closed';
+  maxBody: number;
+  maxRecipients: number;
+  corsOrigins: '*' | string[];
+  accessTokenTtlMs: number;
+  refreshTokenTtlMs: number;
+  clockSkewMs: number;
+  logLevel: string;
+  trustProxy: boolean;
+  wsAuthTimeoutMs: number;
+  wsHeartbeatMs: number;
+  federation: {
+    resolve: Map<string, { host: string; port: number }>;
+    insecurePeers: Set<string>;
+    blockedDomains: Set<string>;
+    maxAgeMs: number;
+    requestTimeoutMs: number;
+    keyGraceMs: number;
+    sweepIntervalMs: number;
+    discoveryTtlMs: number;
+    peerConcurrency: number;
+  };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90", "90s", "15m", "3d" → milliseconds; a bare number is seconds. */
+export function parseDuration(name: string, raw: string): number {
+  const m = DURATION.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}: "${raw}" is not a duration (e.g. 30s, 15m, 3d)`);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);
+}
+
+export function parseSize(name: string, raw: string): number {
+  const m = /^(\d+)\s*(k|kb|kib|m|mb|mib)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}: "${raw}" is not a size in bytes (e.g. 1048576 or 1MiB)`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const mult = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1;
+  return Number(m[1]) * mult;
+}
+
+function parseInteger(name: string, raw: string, min: number, max: number): number {
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name}: "${raw}" is not a whole number`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(`${name}: ${n} is outside ${min}..${max}`);
+  return n;
+}
+
+export function parseHostPort(name: string, raw: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}: "${raw}" is not host:port`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new ConfigError(`${name}: port ${port} is out of range`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function list(raw: string | undefined): string[] {
+  return (raw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function domainList(name: string, raw: string | undefined): Set<string> {
+  const out = new Set<string>();
+  for (const d of list(raw)) {
+    const domain = d.toLowerCase();
+    if (!isValidDomain(domain)) throw new ConfigError(`${name}: "${d}" is not a domain name`);
+    out.add(domain);
+  }
+  return out;
+}
+
+/** INTERTALK_RESOLVE: `domain=host:port,…` — like curl's --resolve. */
+export function parseResolve(raw: string | undefined): Map<string, { host: string; port: number }> {
+  const out = new Map<string, { host: string; port: number }>();
+  for (const item of list(raw)) {
+    const eq = item.indexOf('=');
+    if (eq < 1) throw new ConfigError(`INTERTALK_RESOLVE: "${item}" is not domain=host:port`);
+    const domain = item.slice(0, eq).trim().toLowerCase();
+    if (!isValidDomain(domain)) throw new ConfigError(`INTERTALK_RESOLVE: "${domain}" is not a domain name`);
+    out.set(domain, parseHostPort('INTERTALK_RESOLVE', item.slice(eq + 1)));
+  }
+  return out;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const get = (k: string) => {
+    const v = env[k];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const domain = (get('INTERTALK_DOMAIN') ?? 'localhost').toLowerCase();
+  if (!isValidDomain(domain)) throw new ConfigError(`INTERTALK_DOMAIN: "${domain}" is not a domain name`);
+  const listen = parseHostPort('INTERTALK_LISTEN', get('INTERTALK_LISTEN') ?? '127.0.0.1:8080');
+
+  const certPath = get('INTERTALK_TLS_CERT');
+  const keyPath = get('INTERTALK_TLS_KEY');
+  if (!!certPath !== !!keyPath) throw new ConfigError('INTERTALK_TLS_CERT and INTERTALK_TLS_KEY must be set together');
+  const tls = certPath && keyPath ? { cert: certPath, key: keyPath } : null;
+
+  const registration = (get('INTERTALK_REGISTRATION') ?? 'open').toLowerCase();
+  if (registration !== 'open' && registration !== 'closed') {
+    throw new ConfigError(`INTERTALK_REGISTRATION: "${registration}" must be open or closed`);
+  }
+
+  const cors = get('INTERTALK_CORS_ORIGINS') ?? '*';
+  const corsOrigins = cors === '*' ? '*' : list(cors);
+
+  const defaultPublic = `${tls ? 'https' : 'http'}://${tls ? domain : `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`}`;
+  const publicUrl = (get('INTERTALK_PUBLIC_URL') ?? defaultPublic).replace(/\/+$/, '');
+  try {
+    const u = new URL(publicUrl);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
+  } catch {
+    throw new ConfigError(`INTERTALK_PUBLIC_URL: "${publicUrl}" is not an http(s) URL`);
+  }
+
+  const dur = (k: string, d: string) => parseDuration(k, get(k) ?? d);
+
+  return {
+    domain,
+    listen,
+    publicUrl,
+    database: get('INTERTALK_DATABASE') ?? 'sqlite:./data/intertalk.db',
+    tls,
+    registration,
+    maxBody: parseSize('INTERTALK_MAX_BODY', get('INTERTALK_MAX_BODY') ?? '1048576'),
+    maxRecipients: parseInteger('INTERTALK_MAX_RECIPIENTS', get('INTERTALK_MAX_RECIPIENTS') ?? '1000', 1, 100_000),
+    corsOrigins,
+    accessTokenTtlMs: dur('INTERTALK_ACCESS_TOKEN_TTL', '1h'),
+    refreshTokenTtlMs: dur('INTERTALK_REFRESH_TOKEN_TTL', '30d'),
+    clockSkewMs: dur('INTERTALK_CLOCK_SKEW', '60s'),
+    logLevel: get('INTERTALK_LOG_LEVEL') ?? 'info',
+    trustProxy: (get('INTERTALK_TRUST_PROXY') ?? 'false') === 'true',
+    wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),
+    wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
+    federation: {
+      resolve: parseResolve(get('INTERTALK_RESOLVE')),
+      insecurePeers: domainList('INTERTALK_INSECURE_PEERS', get('INTERTALK_INSECURE_PEERS')),
+      blockedDomains: domainList('INTERTALK_BLOCKED_DOMAINS', get('INTERTALK_BLOCKED_DOMAINS')),
+      maxAgeMs: dur('INTERTALK_FEDERATION_MAX_AGE', '3d'),
+      requestTimeoutMs: dur('INTERTALK_FEDERATION_TIMEOUT', '15s'),
+      keyGraceMs: dur('INTERTALK_KEY_GRACE', '7d'),
+      sweepIntervalMs: dur('INTERTALK_FEDERATION_SWEEP', '30s'),
+      discoveryTtlMs: dur('INTERTALK_DISCOVERY_TTL', '1h'),
+      peerConcurrency: parseInteger('INTERTALK_PEER_CONCURRENCY', get('INTERTALK_PEER_CONCURRENCY') ?? '4', 1, 256),
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
+import type { Database } from './schema.js';
+import { initial } from './migrations/001_initial.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+export type Db = Kysely<Database>;
+
+export interface Storage {
+  db: Db;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+/** Parses INTERTALK_DATABASE: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`. */
+export function parseDatabaseUrl(url: string): { dialect: Dialect; target: string } {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return { dialect: 'postgres', target: url };
+  if (url.startsWith('sqlite:')) {
+    const target = url.slice('sqlite:'.length);
+    if (!target) throw new Error('INTERTALK_DATABASE: sqlite: needs a file path, e.g. sqlite:./data/intertalk.db');
+    return { dialect: 'sqlite', target };
+  }
+  throw new Error(`INTERTALK_DATABASE: unsupported URL "${url}" (use sqlite:PATH or postgres://…)`);
+}
+
+export async function openStorage(url: string): Promise<Storage> {
+  const { dialect, target } = parseDatabaseUrl(url);
+  let db: Db;
+  if (dialect === 'sqlite') {
+    const { default: SQLite } = await import('better-sqlite3');
+    if (target !== ':memory:') mkdirSync(dirname(resolve(target)), { recursive: true });
+    const conn = new SQLite(target);
+    // WAL + NORMAL sync: durable across process crashes (kill -9), one fsync per checkpoint.
+    conn.pragma('journal_mode = WAL');
+    conn.pragma('synchronous = NORMAL');
+    conn.pragma('foreign_keys = ON');
+    conn.pragma('busy_timeout = 5000');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: conn }) });
+  } else {
+    const pg = await import('pg');
+    // BIGINT (int8) columns hold millisecond timestamps and sequence numbers, all < 2^53.
+    pg.default.types.setTypeParser(20, (v: string) => Number(v));
+    const pool = new pg.default.Pool({ connectionString: target, max: 10 });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  }
+  await migrate(db, dialect);
+  return { db, dialect, close: () => db.destroy() };
+}
+
+export function migrations(dialect: Dialect): Record<string, Migration> {
+  return { '001_initial': initial(dialect) };
+}
+
+/** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */
+export async function migrate(db: Db, dialect: Dialect): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => migrations(dialect) };
+  const migrator = new Migrator({ db, provider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error');
+    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? error}`);
+  }
+}
