@@ -17,6 +17,10 @@ export interface Config {
   clockSkewMs: number;
   logLevel: string;
   trustProxy: boolean;
+  /** Messages one user may send per minute. */
+  sendRatePerMinute: number;
+  /** Accounts one client address may create per hour through POST /users. */
+  registrationsPerHour: number;
   wsAuthTimeoutMs: number;
   wsHeartbeatMs: number;
   federation: {
@@ -149,6 +153,8 @@ export function loadConfig(env: Env = process.env): Config {
     clockSkewMs: dur('INTERTALK_CLOCK_SKEW', '60s'),
     logLevel: get('INTERTALK_LOG_LEVEL') ?? 'info',
     trustProxy: (get('INTERTALK_TRUST_PROXY') ?? 'false') === 'true',
+    sendRatePerMinute: parseInteger('INTERTALK_SEND_RATE', get('INTERTALK_SEND_RATE') ?? '6000', 1, 100_000_000),
+    registrationsPerHour: parseInteger('INTERTALK_REGISTRATION_RATE', get('INTERTALK_REGISTRATION_RATE') ?? '30', 1, 100_000_000),
     wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),
     wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
     federation: {

@@ -124,3 +124,16 @@ export function validateMessage(input: unknown, rules: MessageRules): MessageRes
   if (out.message.trim() === '' && out.messageFormatted === undefined) return bad('message: is empty');
   return { ok: true, value: out };
 }
+
+/**
+ * A stable id for a message that arrived without one (the 2016 format): the same sender, time,
+ * participants and text always give the same id, so a retried request is stored once.
+ */
+export function deriveMessageId(m: { from: string; sentAt: string; to: string[]; message: string; messageFormatted?: string; format?: string }): string {
+  return 'd' + sha256Base64url(JSON.stringify([m.from, m.sentAt, [...m.to].sort(), m.message, m.messageFormatted ?? null, m.format ?? null]));
+}
+
+import { createHash } from 'node:crypto';
+function sha256Base64url(s: string): string {
+  return createHash('sha256').update(s, 'utf8').digest('base64url').slice(0, 32);
+}

@@ -1,0 +1,57 @@
+// Rate limiting behind an interface: in memory for one instance; a shared store can implement
+// the same interface when several instances serve one provider.
+
+export interface RateLimiter {
+  /** Records one event for `key`; returns how long to wait if the limit is now exceeded. */
+  hit(key: string): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /** Would the next event for `key` be refused? Records nothing. */
+  check(key: string): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  reset(key: string): Promise<void>;
+}
+
+/** Fixed-window counter: at most `limit` events per `windowMs` per key. Bounded memory. */
+export class MemoryRateLimiter implements RateLimiter {
+  private readonly windows = new Map<string, { start: number; count: number }>();
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  private current(key: string) {
+    const t = this.now();
+    let w = this.windows.get(key);
+    if (!w || t - w.start >= this.windowMs) {
+      if (!w && this.windows.size >= this.maxKeys) this.evict(t);
+      w = { start: t, count: 0 };
+      this.windows.set(key, w);
+    }
+    return { w, t };
+  }
+
+  private evict(t: number) {
+    for (const [k, w] of this.windows) if (t - w.start >= this.windowMs) this.windows.delete(k);
+    // Still full: drop the oldest entries (Map keeps insertion order).
+    for (const k of this.windows.keys()) {
+      if (this.windows.size < this.maxKeys) break;
+      this.windows.delete(k);
+    }
+  }
+
+  async hit(key: string) {
+    const { w, t } = this.current(key);
+    w.count++;
+    return w.count > this.limit ? { allowed: false, retryAfterMs: w.start + this.windowMs - t } : { allowed: true, retryAfterMs: 0 };
+  }
+
+  async check(key: string) {
+    const { w, t } = this.current(key);
+    return w.count >= this.limit ? { allowed: false, retryAfterMs: w.start + this.windowMs - t } : { allowed: true, retryAfterMs: 0 };
+  }
+
+  async reset(key: string) {
+    this.windows.delete(key);
+  }
+}

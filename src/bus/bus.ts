@@ -1,0 +1,47 @@
+// Events that cross capabilities (a stored message → live sockets; a delivery state change → the
+// sender's devices). In one process the bus is a simple fan-out; several instances of one
+// provider plug in a shared bus (Redis) behind the same interface.
+
+export type BusEvent =
+  | {
+      type: 'message';
+      seq: number;
+      conversationId: string;
+      /** Local participants to notify. */
+      recipients: string[];
+      /** The message as served to clients, serialised once. */
+      json: string;
+    }
+  | {
+      type: 'delivery';
+      sender: string;
+      messageId: string;
+      seq: number;
+      conversationId: string;
+      destination: string;
+      state: 'queued' | 'delivered' | 'failed';
+      error: string | null;
+      insecure: boolean;
+    }
+  | { type: 'read'; address: string; conversationId: string; lastReadSeq: number }
+  | { type: 'session-revoked'; sessionId: string };
+
+export interface EventBus {
+  publish(event: BusEvent): void;
+  subscribe(fn: (event: BusEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+export class LocalBus implements EventBus {
+  private readonly subs = new Set<(e: BusEvent) => void>();
+  publish(event: BusEvent): void {
+    for (const fn of this.subs) fn(event);
+  }
+  subscribe(fn: (e: BusEvent) => void): () => void {
+    this.subs.add(fn);
+    return () => this.subs.delete(fn);
+  }
+  async close(): Promise<void> {
+    this.subs.clear();
+  }
+}

@@ -1,0 +1,215 @@
+// Authentication of inbound federation requests (POST /messages from another provider):
+// the bearer token's claims are checked against the message (claims.ts), its signature against
+// the issuer's published key (peer-keys.ts), and its jti against replays (table inbound_jti).
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, importJWK, jwtVerify, type JWK } from 'jose';
+import type { Db } from '../storage/db.js';
+import type { Clock } from '../util/clock.js';
+import { sha256 } from '../util/ids.js';
+import { FEDERATION_ALGORITHMS, checkFederationClaims } from './claims.js';
+import type { PeerKeyCache } from './peer-keys.js';
+
+export type FederationAuthResult =
+  | {
+      ok: true;
+      /** The sending provider's domain, lower case. */
+      iss: string;
+      /** The sending user's address, lower case. */
+      sub: string;
+      jti: string | null;
+      /** The issuer's key was not fetched over authenticated HTTPS (tell the user). */
+      insecureKeys: boolean;
+    }
+  | { ok: false; status: number; error: string; message: string; retryAfterSeconds?: number };
+
+type Failure = Extract<FederationAuthResult, { ok: false }>;
+
+/** Upper bound on the size of a token we bother to parse. */
+const MAX_TOKEN_LENGTH = 8192;
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+/** Expired inbound_jti rows are deleted at most this often (per instance). */
+const JTI_CLEANUP_INTERVAL_MS = 60_000;
+
+const deny = (error: string, message: string): Failure => ({ ok: false, status: 401, error, message });
+
+export class FederationVerifier {
+  private readonly db: Db;
+  private readonly keys: PeerKeyCache;
+  private readonly domain: string;
+  private readonly clock: Clock;
+  private readonly skewMs: number;
+  private lastCleanup = Number.NEGATIVE_INFINITY;
+
+  constructor(opts: { db: Db; keys: PeerKeyCache; domain: string; clock: Clock; skewMs: number }) {
+    this.db = opts.db;
+    this.keys = opts.keys;
+    this.domain = opts.domain.toLowerCase();
+    this.clock = opts.clock;
+    this.skewMs = opts.skewMs;
+  }
+
+  async verify(
+    authorization: string | undefined,
+    rawBody: Buffer | string,
+    message: { from: string; to: string[] },
+  ): Promise<FederationAuthResult> {
+    const token = extractToken(authorization);
+    if (token === null) {
+      return authorization === undefined || authorization.trim() === ''
+        ? deny('missing_token', 'a federation request needs "Authorization: Bearer <JWT>" signed by the sending provider')
+        : deny('invalid_token', 'the Authorization header does not hold a JWT');
+    }
+
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    let payload: ReturnType<typeof decodeJwt>;
+    try {
+      header = decodeProtectedHeader(token);
+      payload = decodeJwt(token);
+    } catch {
+      return deny('invalid_token', 'the token is not a well-formed JWT');
+    }
+
+    const now = this.clock.now();
+    const claims = checkFederationClaims({
+      header: { alg: header.alg, kid: header.kid },
+      payload: payload as Record<string, unknown>,
+      ourDomain: this.domain,
+      now,
+      skewMs: this.skewMs,
+      message,
+    });
+    if (!claims.ok) return claims;
+
+    // --- signature --------------------------------------------------------------------------
+    let lookup = await this.keys.getKey(claims.iss, claims.kid);
+    let insecureKeys = false;
+    for (let attempt = 0; ; attempt++) {
+      if (lookup.status === 'unknown') {
+        return deny('unknown_key', `${claims.iss} does not publish a key with this kid`);
+      }
+      if (lookup.status === 'unavailable') {
+        return {
+          ok: false,
+          status: 503,
+          error: 'keys_unavailable',
+          message: `the signing keys of ${claims.iss} cannot be fetched right now`,
+          retryAfterSeconds: lookup.retryAfterSeconds,
+        };
+      }
+      const outcome = await this.checkSignature(token, lookup.jwk, claims.alg);
+      if (outcome === 'ok') {
+        insecureKeys = lookup.insecure;
+        break;
+      }
+      if (outcome === 'bad_signature' && lookup.cached && attempt === 0) {
+        // The peer may have replaced the key behind this kid: refresh once (cooldown applies).
+        const previous = lookup.jwk;
+        lookup = await this.keys.getKey(claims.iss, claims.kid, { forceRefresh: true });
+        if (lookup.status !== 'found' || !sameKey(previous, lookup.jwk)) continue;
+      }
+      return outcome === 'bad_signature'
+        ? deny('bad_signature', 'the token signature does not verify with the issuer\'s key')
+        : deny('invalid_token', outcome);
+    }
+
+    // --- replay -------------------------------------------------------------------------------
+    // The standard makes jti optional, so tokens without one are accepted; they are replayable
+    // within their (at most 5 minute) lifetime, which the message id de-duplication absorbs.
+    if (claims.jti !== null) {
+      const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
+      const requestHash = sha256(Buffer.concat([Buffer.from(`${token}\n`, 'utf8'), body]));
+      // The token cannot verify after exp + skew, so the row is not needed after that.
+      const expiresAt = Math.ceil(claims.exp * 1000) + this.skewMs;
+      const replay = await this.recordJti(claims.iss, claims.jti, expiresAt, requestHash, now);
+      if (replay) return deny('replayed', 'this token has already been used for a different request');
+    }
+    await this.cleanupJti(now);
+
+    return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys };
+  }
+
+  /** 'ok', 'bad_signature', or a message saying why the key or token is unusable. */
+  private async checkSignature(token: string, jwk: JWK, alg: string): Promise<'ok' | 'bad_signature' | string> {
+    if (jwk.alg !== undefined && jwk.alg !== alg) return 'the issuer\'s key is not for the token\'s algorithm';
+    let key: Awaited<ReturnType<typeof importJWK>>;
+    try {
+      key = await importJWK(jwk, alg);
+    } catch {
+      return 'the issuer\'s key cannot be used with the token\'s algorithm';
+    }
+    if (key instanceof Uint8Array) return 'the issuer\'s key is not a public key';
+    try {
+      await jwtVerify(token, key, {
+        algorithms: [...FEDERATION_ALGORITHMS],
+        clockTolerance: this.skewMs / 1000,
+        currentDate: new Date(this.clock.now()),
+      });
+      return 'ok';
+    } catch (err) {
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'bad_signature';
+      if (err instanceof joseErrors.JWTExpired) return 'the token has expired';
+      if (err instanceof joseErrors.JOSEError) return `the token was refused: ${err.message}`;
+      // e.g. a TypeError for a key that does not fit the algorithm (RSA < 2048 bits, wrong curve).
+      return 'the issuer\'s key cannot verify this token';
+    }
+  }
+
+  /**
+   * Records (iss, jti). Returns true when the jti was already used for a different request; the
+   * same token with the same body again (a retried delivery) is not a replay.
+   */
+  private async recordJti(iss: string, jti: string, expiresAt: number, requestHash: string, now: number): Promise<boolean> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      await this.db
+        .insertInto('inbound_jti')
+        .values({ iss, jti, expires_at: expiresAt, request_hash: requestHash })
+        .onConflict((oc) => oc.columns(['iss', 'jti']).doNothing())
+        .execute();
+      const row = await this.db
+        .selectFrom('inbound_jti')
+        .select(['request_hash', 'expires_at'])
+        .where('iss', '=', iss)
+        .where('jti', '=', jti)
+        .executeTakeFirst();
+      if (!row) continue; // deleted by a concurrent cleanup between insert and select
+      if (row.request_hash === requestHash) return false;
+      if (Number(row.expires_at) < now && attempt === 0) {
+        // A leftover from an expired token that reused this jti: drop it and record ours.
+        await this.db
+          .deleteFrom('inbound_jti')
+          .where('iss', '=', iss)
+          .where('jti', '=', jti)
+          .where('expires_at', '<', now)
+          .execute();
+        continue;
+      }
+      return true;
+    }
+    return true;
+  }
+
+  private async cleanupJti(now: number): Promise<void> {
+    if (now - this.lastCleanup < JTI_CLEANUP_INTERVAL_MS && now >= this.lastCleanup) return;
+    this.lastCleanup = now;
+    try {
+      await this.db.deleteFrom('inbound_jti').where('expires_at', '<', now).execute();
+    } catch {
+      // Best effort; the next request tries again after the interval.
+    }
+  }
+}
+
+/** `Bearer <jwt>` (scheme case-insensitive) or a bare JWT; null otherwise. */
+export function extractToken(authorization: string | undefined): string | null {
+  if (authorization === undefined) return null;
+  const value = authorization.trim();
+  if (value.length === 0 || value.length > MAX_TOKEN_LENGTH + 16) return null;
+  const m = /^Bearer[ \t]+(\S+)$/i.exec(value);
+  const token = m ? m[1]! : value;
+  if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) return null;
+  return token;
+}
+
+function sameKey(a: JWK, b: JWK): boolean {
+  const members = ['kty', 'crv', 'x', 'y', 'n', 'e', 'alg'] as const;
+  return members.every((m) => a[m] === b[m]);
+}

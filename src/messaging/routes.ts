@@ -1,0 +1,131 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { AppContext } from '../context.js';
+import { requireUser } from '../auth/routes.js';
+import { bearerToken, intParam, looksLikeJwt } from '../http/app.js';
+import { HttpError, forbidden, notFound, tooMany } from '../http/errors.js';
+import { validateMessage, type IntertalkMessage } from '../protocol/message.js';
+import { CONVERSATION_ID, conversationId, decodeParticipantsSegment } from '../protocol/conversation.js';
+import { domainOf } from '../protocol/address.js';
+import { MessageConflictError } from './service.js';
+
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 500;
+
+function pageQuery(req: FastifyRequest) {
+  const q = req.query as Record<string, unknown>;
+  return {
+    before: intParam('before', q.before, { min: 1, max: Number.MAX_SAFE_INTEGER }),
+    after: intParam('after', q.after, { min: 0, max: Number.MAX_SAFE_INTEGER }),
+    limit: intParam('limit', q.limit, { min: 1, max: MAX_LIMIT }) ?? DEFAULT_LIMIT,
+  };
+}
+
+export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
+  const { messaging, config } = ctx;
+
+  app.post('/messages', async (req, reply) => {
+    const token = bearerToken(req);
+    // A peer provider's JWT: federation handles it.
+    if (looksLikeJwt(token)) {
+      if (!ctx.federation) throw new HttpError(403, 'federation_disabled', 'this provider does not accept messages from other providers');
+      const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? '';
+      const res = await ctx.federation.receive({ token, rawBody: raw, body: req.body, remoteIp: req.ip });
+      reply.code(res.status).headers(res.headers ?? {});
+      return res.body;
+    }
+
+    const user = await requireUser(ctx, req);
+    const limit = await ctx.sendLimiter.hit(`send:${user.address}`);
+    if (!limit.allowed) throw tooMany('you are sending too fast; slow down', limit.retryAfterMs / 1000);
+
+    const body = (req.body ?? undefined) as Record<string, unknown> | undefined;
+    // The sender may omit `from`; it is always the caller.
+    const input = body && typeof body === 'object' && !Array.isArray(body) && body.from === undefined ? { ...body, from: user.address } : body;
+    const now = ctx.clock.now();
+    const v = validateMessage(input, { now, maxRecipients: config.maxRecipients, skewMs: config.clockSkewMs, requireSentAt: false, requireId: false });
+    if (!v.ok) throw new HttpError(400, v.error, v.message);
+    if (v.value.from !== user.address) throw forbidden(`from: you are ${user.address}, not ${v.value.from}`, 'from_mismatch');
+
+    const remote = [...new Set(v.value.to.map(domainOf).filter((d) => d !== config.domain))];
+    if (remote.length > 0) {
+      if (!ctx.federation) throw forbidden(`this provider does not federate; ${remote[0]} is not reachable`, 'federation_disabled');
+      for (const d of remote) {
+        const why = await ctx.federation.refusal(d);
+        if (why) throw forbidden(why, 'domain_refused');
+      }
+    }
+
+    const message: IntertalkMessage = { ...v.value, id: v.value.id ?? messaging.newId(), sentAt: v.value.sentAt ?? new Date(now).toISOString() };
+    try {
+      const res = await messaging.accept(message, { kind: 'local' });
+      if (res.destinations.length > 0) ctx.federation?.enqueued(res.destinations);
+      reply.code(201).header('content-type', 'application/json; charset=utf-8');
+      if (res.replayed) reply.header('intertalk-replayed', 'true');
+      return res.json;
+    } catch (err) {
+      if (err instanceof MessageConflictError) throw new HttpError(409, 'id_conflict', err.message);
+      throw err;
+    }
+  });
+
+  // Reference form: GET /messages/{base64url(JSON array of participants)}.
+  app.get('/messages/:participants', async (req) => {
+    const user = await requireUser(ctx, req);
+    const seg = (req.params as { participants: string }).participants;
+    const d = decodeParticipantsSegment(seg, config.maxRecipients);
+    if (!d.ok) throw new HttpError(400, 'invalid_participants', d.reason);
+    if (!d.participants.includes(user.address)) throw forbidden('you are not a participant of this conversation', 'not_participant');
+    const id = conversationId(d.participants);
+    const page = await messaging.history(user.address, id, pageQuery(req));
+    return page ?? { messages: [], hasMore: false };
+  });
+
+  app.get('/conversations', async (req) => {
+    const user = await requireUser(ctx, req);
+    const q = pageQuery(req);
+    const conversations = await messaging.conversations(user.address, { before: q.before, limit: q.limit });
+    return { conversations };
+  });
+
+  function convParam(req: FastifyRequest): string {
+    const id = (req.params as { id: string }).id;
+    if (!CONVERSATION_ID.test(id)) throw new HttpError(400, 'invalid_request', 'not a conversation id');
+    return id;
+  }
+
+  app.get('/conversations/:id', async (req) => {
+    const user = await requireUser(ctx, req);
+    const c = await messaging.conversation(user.address, convParam(req));
+    if (!c) throw notFound('no such conversation');
+    return c;
+  });
+
+  app.get('/conversations/:id/messages', async (req) => {
+    const user = await requireUser(ctx, req);
+    const page = await messaging.history(user.address, convParam(req), pageQuery(req));
+    if (!page) throw notFound('no such conversation');
+    return page;
+  });
+
+  app.post('/conversations/:id/read', async (req) => {
+    const user = await requireUser(ctx, req);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'invalid_request', 'the body must be a JSON object');
+    if (body.seq !== undefined && !(Number.isSafeInteger(body.seq) && (body.seq as number) >= 0)) throw new HttpError(400, 'invalid_request', 'seq: must be a non-negative integer');
+    const last = await messaging.markRead(user.address, convParam(req), body.seq as number | undefined);
+    if (last === null) throw notFound('no such conversation');
+    return { conversationId: convParam(req), lastReadSeq: last };
+  });
+
+  // Delivery state of one of the caller's messages to each remote provider.
+  app.get('/conversations/:id/messages/:seq/deliveries', async (req) => {
+    const user = await requireUser(ctx, req);
+    const id = convParam(req);
+    const seq = intParam('seq', (req.params as { seq: string }).seq, { min: 1, max: Number.MAX_SAFE_INTEGER })!;
+    const page = await messaging.history(user.address, id, { after: seq - 1, limit: 1 });
+    const m = page?.messages[0];
+    if (!m || m.seq !== seq) throw notFound('no such message');
+    if (m.from !== user.address) throw forbidden('only the sender sees delivery states', 'not_sender');
+    return { seq, id: m.id, deliveries: ctx.federation ? await ctx.federation.deliveries(seq) : [] };
+  });
+}

@@ -1,0 +1,145 @@
+// A whole provider as one object: create (composition root), start (listen), destroy (graceful
+// shutdown). Tests start several in one process; the CLI's `serve` starts one.
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config/config.js';
+import type { AppContext, FederationPort } from './context.js';
+import { openStorage } from './storage/db.js';
+import { systemClock, type Clock } from './util/clock.js';
+import { LocalBus, type EventBus } from './bus/bus.js';
+import { Accounts } from './accounts/service.js';
+import { Auth } from './auth/service.js';
+import { MemoryRateLimiter } from './auth/limiter.js';
+import { Messaging } from './messaging/service.js';
+import { Realtime } from './realtime/hub.js';
+import { buildApp } from './http/app.js';
+import { accountRoutes } from './accounts/routes.js';
+import { authRoutes } from './auth/routes.js';
+import { messagingRoutes } from './messaging/routes.js';
+
+export interface ProviderOptions {
+  logger?: Logger;
+  clock?: Clock;
+  bus?: EventBus;
+  /** Builds the federation capability once the core exists (see src/federation/). */
+  federation?: (ctx: AppContext, app: FastifyInstance) => Promise<(FederationPort & { start(): void; stop(): Promise<void> }) | null>;
+}
+
+export function createLogger(config: Config): Logger {
+  return pino({
+    level: config.logLevel,
+    base: { domain: config.domain },
+    // Never log credentials, even if a future log line includes headers or bodies.
+    redact: {
+      paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'password', '*.password', 'token', '*.token', 'access_token', 'refresh_token', 'private_jwk', '*.d'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+export class Provider {
+  private started = false;
+  private housekeeping: NodeJS.Timeout | null = null;
+
+  private constructor(
+    readonly ctx: AppContext,
+    readonly app: FastifyInstance,
+    readonly realtime: Realtime,
+    private readonly federation: (FederationPort & { start(): void; stop(): Promise<void> }) | null,
+  ) {}
+
+  static async create(config: Config, opts: ProviderOptions = {}): Promise<Provider> {
+    const logger = opts.logger ?? createLogger(config);
+    const clock = opts.clock ?? systemClock;
+    const storage = await openStorage(config.database);
+    const bus = opts.bus ?? new LocalBus();
+    const accounts = new Accounts(storage.db, config.domain, clock);
+    const now = () => clock.now();
+    const auth = new Auth(storage.db, accounts, clock, {
+      accessTtlMs: config.accessTokenTtlMs,
+      refreshTtlMs: config.refreshTokenTtlMs,
+      // Failed logins: 10 per account and 50 per client address per 15 minutes.
+      perAccount: new MemoryRateLimiter(10, 15 * 60_000, now),
+      perClient: new MemoryRateLimiter(50, 15 * 60_000, now),
+    });
+    auth.onRevoke((sessionId) => bus.publish({ type: 'session-revoked', sessionId }));
+    const messaging = new Messaging(storage.db, config.domain, clock, bus);
+    const ctx: AppContext = {
+      config,
+      logger,
+      clock,
+      storage,
+      bus,
+      accounts,
+      auth,
+      messaging,
+      registrationLimiter: new MemoryRateLimiter(config.registrationsPerHour, 3_600_000, now),
+      sendLimiter: new MemoryRateLimiter(Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000, now),
+      federation: null,
+    };
+    const app = buildApp(config, logger);
+    const realtime = new Realtime({
+      auth,
+      messaging,
+      bus,
+      logger,
+      authTimeoutMs: config.wsAuthTimeoutMs,
+      heartbeatMs: config.wsHeartbeatMs,
+      allowedOrigins: config.corsOrigins === '*' ? null : config.corsOrigins,
+    });
+    const federation = opts.federation ? await opts.federation(ctx, app) : null;
+    ctx.federation = federation;
+
+    app.get('/healthz', async () => {
+      await storage.db.selectFrom('users').select('id').limit(1).execute();
+      return { status: 'ok', domain: config.domain };
+    });
+    accountRoutes(app, ctx);
+    authRoutes(app, ctx);
+    messagingRoutes(app, ctx);
+
+    app.server.on('upgrade', (req, socket, head) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path === '/messages' || path === '/messageStream') realtime.handleUpgrade(req, socket, head);
+      else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    });
+    return new Provider(ctx, app, realtime, federation);
+  }
+
+  get config(): Config {
+    return this.ctx.config;
+  }
+
+  /** Listens on INTERTALK_LISTEN (port 0 picks a free port). Returns the base URL. */
+  async start(): Promise<string> {
+    await this.app.listen({ host: this.config.listen.host, port: this.config.listen.port });
+    this.started = true;
+    this.federation?.start();
+    this.housekeeping = setInterval(() => {
+      this.ctx.auth.purgeExpired().catch((err) => this.ctx.logger.warn({ err }, 'token purge failed'));
+    }, 10 * 60_000);
+    this.housekeeping.unref();
+    const addr = this.app.server.address() as AddressInfo;
+    const scheme = this.config.tls ? 'https' : 'http';
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    const url = `${scheme}://${host}:${addr.port}`;
+    this.ctx.logger.info({ url, domain: this.config.domain }, 'intertalk provider listening');
+    return url;
+  }
+
+  get port(): number {
+    return (this.app.server.address() as AddressInfo).port;
+  }
+
+  /** Graceful shutdown: stop accepting, let in-flight requests finish, close sockets with 1001. */
+  async destroy(): Promise<void> {
+    if (this.housekeeping) clearInterval(this.housekeeping);
+    await this.federation?.stop();
+    await this.realtime.close();
+    if (this.started) await this.app.close();
+    else await this.app.close().catch(() => undefined);
+    await this.ctx.bus.close();
+    await this.ctx.storage.close();
+  }
+}

@@ -1,0 +1,303 @@
+// Live delivery over WebSocket at /messages and /messageStream.
+//
+// Reference behaviour ("bare" mode): the first frame is the access token; afterwards each new
+// message in the user's conversations arrives as a text frame holding the message object itself.
+// Opt-in "rich" mode: the first frame is a JSON object {"token", "since"?}; the server replays
+// everything after `since` (no gap, no duplicate), then streams live events as typed envelopes
+// ({"type":"message"|"delivery"|"read"|"ready", …}). See docs/api.md.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import type { Logger } from 'pino';
+import type { Auth, Principal } from '../auth/service.js';
+import type { Messaging } from '../messaging/service.js';
+import type { BusEvent, EventBus } from '../bus/bus.js';
+
+export const CLOSE = {
+  goingAway: 1001,
+  badHello: 4000,
+  invalidToken: 4001,
+  tokenExpired: 4002,
+  sessionRevoked: 4003,
+  authTimeout: 4004,
+  tooSlow: 4005,
+} as const;
+
+const MAX_BUFFERED = 8 * 1024 * 1024;
+const BACKFILL_PAGE = 500;
+
+interface Client {
+  ws: WebSocket;
+  principal: Principal;
+  rich: boolean;
+  /** While replaying history, live events wait here; then those already sent are dropped. */
+  pending: Array<{ seq: number; frame: string }> | null;
+  lastSeq: number;
+  alive: boolean;
+  expiry: NodeJS.Timeout;
+}
+
+export interface RealtimeOptions {
+  auth: Auth;
+  messaging: Messaging;
+  bus: EventBus;
+  logger: Logger;
+  authTimeoutMs: number;
+  heartbeatMs: number;
+  /** null: any origin. */
+  allowedOrigins: string[] | null;
+}
+
+export class Realtime {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false });
+  private readonly byAddress = new Map<string, Set<Client>>();
+  private readonly unauthenticated = new Set<WebSocket>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+  private closing = false;
+
+  constructor(private readonly opts: RealtimeOptions) {
+    this.unsubscribe = opts.bus.subscribe((e) => this.onEvent(e));
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  get connectionCount(): number {
+    let n = 0;
+    for (const set of this.byAddress.values()) n += set.size;
+    return n;
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const origin = req.headers.origin;
+    if (this.closing || (origin && this.opts.allowedOrigins && !this.opts.allowedOrigins.includes(origin))) {
+      socket.end(`HTTP/1.1 ${this.closing ? '503 Service Unavailable' : '403 Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws));
+  }
+
+  private onConnection(ws: WebSocket): void {
+    this.unauthenticated.add(ws);
+    const timer = setTimeout(() => ws.close(CLOSE.authTimeout, 'no token received in time'), this.opts.authTimeoutMs);
+    ws.once('close', () => {
+      clearTimeout(timer);
+      this.unauthenticated.delete(ws);
+    });
+    ws.on('error', () => ws.terminate());
+    ws.once('message', (data: RawData, isBinary: boolean) => {
+      clearTimeout(timer);
+      this.authenticate(ws, isBinary ? '' : data.toString('utf8')).catch((err) => {
+        this.opts.logger.error({ err }, 'websocket authentication failed unexpectedly');
+        ws.close(1011, 'internal error');
+      });
+    });
+  }
+
+  private async authenticate(ws: WebSocket, first: string): Promise<void> {
+    let token: string;
+    let since: number | null = null;
+    let rich = false;
+    const trimmed = first.trim();
+    if (trimmed.startsWith('{')) {
+      let hello: unknown;
+      try {
+        hello = JSON.parse(trimmed);
+      } catch {
+        ws.close(CLOSE.badHello, 'hello is not valid JSON');
+        return;
+      }
+      const h = hello as Record<string, unknown>;
+      if (typeof h !== 'object' || h === null || typeof h.token !== 'string') {
+        ws.close(CLOSE.badHello, 'hello needs a "token" string');
+        return;
+      }
+      if (h.since !== undefined && h.since !== null && !(Number.isSafeInteger(h.since) && (h.since as number) >= 0)) {
+        ws.close(CLOSE.badHello, '"since" must be a non-negative integer cursor');
+        return;
+      }
+      rich = true;
+      token = h.token;
+      since = (h.since as number | undefined) ?? null;
+    } else {
+      token = trimmed;
+    }
+    token = token.replace(/^Bearer\s+/i, '');
+    const principal = await this.opts.auth.authenticate(token);
+    if (ws.readyState !== WebSocket.OPEN) return;
+    this.unauthenticated.delete(ws);
+    if (!principal) {
+      ws.close(CLOSE.invalidToken, 'invalid or expired token');
+      return;
+    }
+
+    const delay = Math.max(0, Math.min(principal.expiresAt - Date.now(), 2 ** 31 - 1));
+    const client: Client = {
+      ws,
+      principal,
+      rich,
+      pending: since !== null ? [] : null,
+      lastSeq: since ?? 0,
+      alive: true,
+      expiry: setTimeout(() => ws.close(CLOSE.tokenExpired, 'token expired'), delay),
+    };
+    let set = this.byAddress.get(principal.address);
+    if (!set) this.byAddress.set(principal.address, (set = new Set()));
+    set.add(client);
+    ws.on('pong', () => (client.alive = true));
+    ws.on('message', (data: RawData) => this.onClientFrame(client, data));
+    ws.once('close', () => {
+      clearTimeout(client.expiry);
+      const s = this.byAddress.get(principal.address);
+      s?.delete(client);
+      if (s && s.size === 0) this.byAddress.delete(principal.address);
+    });
+
+    if (since !== null) await this.backfill(client, since);
+    if (rich) {
+      const cursor = since !== null ? client.lastSeq : await this.opts.messaging.latestSeq(principal.address);
+      this.send(client, JSON.stringify({ type: 'ready', address: principal.address, cursor, expiresAt: new Date(principal.expiresAt).toISOString() }));
+    }
+  }
+
+  private async backfill(client: Client, since: number): Promise<void> {
+    let cursor = since;
+    for (;;) {
+      const page = await this.opts.messaging.since(client.principal.address, cursor, BACKFILL_PAGE);
+      for (const m of page) {
+        if (client.ws.readyState !== WebSocket.OPEN) return;
+        this.send(client, this.messageFrame(client, m.json));
+        cursor = m.seq;
+      }
+      if (page.length < BACKFILL_PAGE) break;
+    }
+    client.lastSeq = cursor;
+    const pending = client.pending ?? [];
+    client.pending = null;
+    for (const p of pending) {
+      if (p.seq > client.lastSeq) {
+        client.lastSeq = p.seq;
+        this.send(client, p.frame);
+      }
+    }
+  }
+
+  private onClientFrame(client: Client, data: RawData): void {
+    if (!client.rich) return; // the reference protocol sends nothing after the token
+    let msg: { type?: unknown } | null = null;
+    try {
+      msg = JSON.parse(data.toString('utf8'));
+    } catch {
+      /* ignored */
+    }
+    if (msg && msg.type === 'ping') this.send(client, '{"type":"pong"}');
+  }
+
+  private messageFrame(client: Client, json: string): string {
+    return client.rich ? `{"type":"message","message":${json}}` : json;
+  }
+
+  private onEvent(e: BusEvent): void {
+    switch (e.type) {
+      case 'message': {
+        let rich: string | null = null;
+        for (const address of e.recipients) {
+          const set = this.byAddress.get(address);
+          if (!set) continue;
+          for (const c of set) {
+            const frame = c.rich ? (rich ??= `{"type":"message","message":${e.json}}`) : e.json;
+            if (c.pending) c.pending.push({ seq: e.seq, frame });
+            else if (e.seq > c.lastSeq || !c.rich) {
+              if (e.seq > c.lastSeq) c.lastSeq = e.seq;
+              this.send(c, frame);
+            }
+          }
+        }
+        break;
+      }
+      case 'delivery': {
+        const set = this.byAddress.get(e.sender);
+        if (!set) break;
+        const frame = JSON.stringify({
+          type: 'delivery',
+          messageId: e.messageId,
+          seq: e.seq,
+          conversationId: e.conversationId,
+          destination: e.destination,
+          state: e.state,
+          error: e.error,
+          insecure: e.insecure,
+        });
+        for (const c of set) if (c.rich) this.send(c, frame);
+        break;
+      }
+      case 'read': {
+        const set = this.byAddress.get(e.address);
+        if (!set) break;
+        const frame = JSON.stringify({ type: 'read', conversationId: e.conversationId, lastReadSeq: e.lastReadSeq });
+        for (const c of set) if (c.rich) this.send(c, frame);
+        break;
+      }
+      case 'session-revoked':
+        this.closeSession(e.sessionId);
+        break;
+    }
+  }
+
+  closeSession(sessionId: string): void {
+    for (const set of this.byAddress.values()) {
+      for (const c of set) if (c.principal.sessionId === sessionId) c.ws.close(CLOSE.sessionRevoked, 'logged out');
+    }
+  }
+
+  private send(c: Client, frame: string): void {
+    if (c.ws.readyState !== WebSocket.OPEN) return;
+    // A client that cannot keep up is disconnected rather than buffered without bound; it can
+    // reconnect with its cursor and miss nothing.
+    if (c.ws.bufferedAmount > MAX_BUFFERED) {
+      c.ws.close(CLOSE.tooSlow, 'client too slow');
+      return;
+    }
+    c.ws.send(frame);
+  }
+
+  private beat(): void {
+    for (const set of this.byAddress.values()) {
+      for (const c of set) {
+        if (!c.alive) {
+          c.ws.terminate();
+          continue;
+        }
+        c.alive = false;
+        c.ws.ping();
+      }
+    }
+  }
+
+  /** Closes every socket with 1001 (going away); used on graceful shutdown. */
+  async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.heartbeat);
+    this.unsubscribe();
+    const all: WebSocket[] = [...this.unauthenticated];
+    for (const set of this.byAddress.values()) for (const c of set) all.push(c.ws);
+    await Promise.all(
+      all.map(
+        (ws) =>
+          new Promise<void>((resolve) => {
+            if (ws.readyState === WebSocket.CLOSED) return resolve();
+            const t = setTimeout(() => {
+              ws.terminate();
+              resolve();
+            }, 2000);
+            ws.once('close', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            ws.close(CLOSE.goingAway, 'server shutting down');
+          }),
+      ),
+    );
+    this.wss.close();
+  }
+}
