@@ -15,7 +15,7 @@ export interface FederationPort {
   /** Handles POST /messages from a peer provider (its token is a JWT). */
   receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<{ status: number; body: unknown; headers?: Record<string, string> }>;
   /** New outbox rows were written for these destinations: deliver soon. */
-  enqueued(destinations: string[]): void;
+  enqueued(message: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void;
   /** Delivery state of a message, per destination provider. */
   deliveries(seq: number): Promise<DeliveryState[]>;
   /** Policy check before accepting a message from our user for a remote domain. */

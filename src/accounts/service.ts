@@ -85,6 +85,17 @@ export class Accounts {
     return row ? this.toAccount(row) : null;
   }
 
+  /** Which of these addresses at our domain belong to existing accounts. */
+  async existingAddresses(addresses: string[]): Promise<string[]> {
+    const names = addresses.map((a) => a.slice(0, a.lastIndexOf('@')));
+    const found: string[] = [];
+    for (let i = 0; i < names.length; i += 500) {
+      const rows = await this.db.selectFrom('users').select('username').where('username', 'in', names.slice(i, i + 500)).execute();
+      for (const r of rows) found.push(this.address(r.username));
+    }
+    return found;
+  }
+
   async findById(id: number): Promise<Account | null> {
     const row = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('id', '=', id).executeTakeFirst();
     return row ? this.toAccount(row) : null;

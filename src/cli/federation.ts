@@ -1,6 +1,14 @@
-// Federation's CLI commands and its factory for the provider (filled in by src/federation/).
+// Federation's CLI commands (keys, federation, block) and its factory for `serve`.
 import type { Config } from '../config/config.js';
 import type { ProviderOptions } from '../provider.js';
+import { openStorage } from '../storage/db.js';
+import { systemClock } from '../util/clock.js';
+import { isValidDomain } from '../protocol/address.js';
+import { SigningKeys, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../federation/keys.js';
+import { Blocklist } from '../federation/blocklist.js';
+import { federation } from '../federation/service.js';
+import { federationStatus } from '../federation/status.js';
+import { federationCheck } from '../federation/check.js';
 
 export interface CommandGroup {
   name: string;
@@ -8,5 +16,85 @@ export interface CommandGroup {
   run(config: Config, sub: string | undefined, rest: string[], out: (s: string) => void): Promise<void>;
 }
 
-export const commandGroups: CommandGroup[] = [];
-export const federationFactory: ProviderOptions['federation'] = undefined;
+class CliUsage extends Error {}
+
+async function withDb<T>(config: Config, fn: (db: Awaited<ReturnType<typeof openStorage>>['db']) => Promise<T>): Promise<T> {
+  const storage = await openStorage(config.database);
+  try {
+    return await fn(storage.db);
+  } finally {
+    await storage.close();
+  }
+}
+
+const fmt = (t: number | null | undefined) => (t ? new Date(t).toISOString() : '-');
+
+export const commandGroups: CommandGroup[] = [
+  {
+    name: 'keys',
+    usage: `  keys list                 list this provider's signing keys
+  keys rotate [ALG]         make a new signing key (ES256 default; ES384, EdDSA, RS256);
+                            the old one stays published for INTERTALK_KEY_GRACE`,
+    async run(config, sub, rest, out) {
+      await withDb(config, async (db) => {
+        const keys = new SigningKeys(db, { domain: config.domain, clock: systemClock, graceMs: config.federation.keyGraceMs });
+        if (sub === 'list') {
+          await keys.ensure();
+          for (const k of await keys.list()) {
+            out(`${k.kid}\t${k.alg}\t${k.active ? 'active' : `retired ${fmt(k.retiredAt)}, published until ${fmt(k.publishUntil)}`}\tcreated ${fmt(k.createdAt)}`);
+          }
+        } else if (sub === 'rotate') {
+          const alg = (rest[0] ?? 'ES256') as SigningAlgorithm;
+          if (!SIGNING_ALGORITHMS.includes(alg)) throw new CliUsage(`unknown algorithm ${alg}; use one of ${SIGNING_ALGORITHMS.join(', ')}`);
+          await keys.ensure();
+          const { kid } = await keys.rotate(alg);
+          out(`new signing key ${kid} (${alg}) is active; running instances pick it up within 30 s`);
+        } else throw new CliUsage('usage: intertalk keys list|rotate [ALG]');
+      });
+    },
+  },
+  {
+    name: 'federation',
+    usage: `  federation status         every destination's queue, last success, last error, next attempt
+  federation check DOMAIN   explain what works and what fails between us and DOMAIN`,
+    async run(config, sub, rest, out) {
+      if (sub === 'status') return withDb(config, (db) => federationStatus(db, out));
+      if (sub === 'check') {
+        const domain = rest[0]?.toLowerCase();
+        if (!domain || !isValidDomain(domain)) throw new CliUsage('usage: intertalk federation check DOMAIN');
+        const ok = await federationCheck(config, domain, out);
+        if (!ok) process.exitCode = 1;
+        return;
+      }
+      throw new CliUsage('usage: intertalk federation status|check DOMAIN');
+    },
+  },
+  {
+    name: 'block',
+    usage: `  block add DOMAIN [REASON] refuse messages from and to DOMAIN (and its subdomains)
+  block remove DOMAIN       lift a block
+  block list                list blocked domains`,
+    async run(config, sub, rest, out) {
+      await withDb(config, async (db) => {
+        const list = new Blocklist(db, config.federation.blockedDomains, systemClock);
+        const domain = rest[0]?.toLowerCase();
+        if (sub === 'add' || sub === 'remove') {
+          if (!domain || !isValidDomain(domain)) throw new CliUsage(`usage: intertalk block ${sub} DOMAIN`);
+          if (sub === 'add') {
+            await list.add(domain, rest.slice(1).join(' ') || null);
+            out(`blocked ${domain}`);
+          } else {
+            out((await list.remove(domain)) ? `unblocked ${domain}` : `${domain} was not blocked here${config.federation.blockedDomains.has(domain) ? ' (it is blocked by INTERTALK_BLOCKED_DOMAINS)' : ''}`);
+          }
+        } else if (sub === 'list') {
+          const all = await list.list();
+          for (const b of all) out(`${b.domain}\t${b.source}${b.reason ? `\t${b.reason}` : ''}`);
+          if (all.length === 0) out('(no blocked domains)');
+        } else throw new CliUsage('usage: intertalk block add|remove|list');
+      });
+    },
+  },
+];
+
+export { CliUsage };
+export const federationFactory: ProviderOptions['federation'] = federation();

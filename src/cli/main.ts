@@ -7,7 +7,7 @@ import { Accounts, AccountError } from '../accounts/service.js';
 import { Auth } from '../auth/service.js';
 import { MemoryRateLimiter } from '../auth/limiter.js';
 import { systemClock } from '../util/clock.js';
-import { commandGroups, federationFactory } from './federation.js';
+import { CliUsage, commandGroups, federationFactory } from './federation.js';
 
 const USAGE = `usage: intertalk <command>
 
@@ -130,7 +130,7 @@ export async function main(args: string[]): Promise<void> {
   try {
     await run(args);
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof AccountError) {
+    if (err instanceof UsageError || err instanceof CliUsage || err instanceof ConfigError || err instanceof AccountError) {
       process.stderr.write(`intertalk: ${err.message}\n`);
       process.exit(2);
     }

@@ -249,10 +249,10 @@ export class SigningKeys {
       .executeTakeFirst();
   }
 
-  private async activeRows(): Promise<Array<{ kid: string }>> {
+  private async activeRows(): Promise<Array<{ kid: string; created_at: number }>> {
     return this.db
       .selectFrom('signing_keys')
-      .select(['kid'])
+      .select(['kid', 'created_at'])
       .where('retired_at', 'is', null)
       .orderBy('created_at', 'desc')
       .orderBy('kid', 'desc')
@@ -261,18 +261,23 @@ export class SigningKeys {
 
   /**
    * If more than one key is active (instances raced in ensure() or rotate()), keep the newest
-   * (ties broken by kid, the same choice on every instance) and retire the others with grace.
+   * (created_at, then kid: the same choice on every instance) and retire the older ones with
+   * the grace period. Only keys sorting before the kept one are retired, so the newest key is
+   * never retired by anyone and exactly one key ends up active.
    */
   private async converge(): Promise<void> {
     const active = await this.activeRows();
     if (active.length <= 1) return;
-    const keep = active[0]!.kid;
+    const keep = active[0]!;
+    const keepCreated = Number(keep.created_at);
     const now = this.clock.now();
     await this.db
       .updateTable('signing_keys')
       .set({ retired_at: now, publish_until: now + this.graceMs })
       .where('retired_at', 'is', null)
-      .where('kid', '!=', keep)
+      .where((eb) =>
+        eb.or([eb('created_at', '<', keepCreated), eb.and([eb('created_at', '=', keepCreated), eb('kid', '<', keep.kid)])]),
+      )
       .execute();
     this.invalidate();
   }

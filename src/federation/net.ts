@@ -60,7 +60,11 @@ export interface PeerHttpOptions {
   maxResponseBytes?: number;
   perPeerConcurrency: number;
   userAgent: string;
-  /** An extra trusted CA (PEM), added to Node's default trust store. For tests. */
+  /**
+   * An extra trusted CA (PEM), for tests. When given, the trusted CAs are Node's bundled roots plus
+   * this one; NODE_EXTRA_CA_CERTS is then NOT consulted (Node drops it whenever an explicit CA list
+   * is passed). When omitted, Node's default store is used, which includes NODE_EXTRA_CA_CERTS.
+   */
   ca?: string | Buffer;
 }
 
@@ -110,6 +114,12 @@ export function isPublicAddress(ip: string): boolean {
     return new ipaddr.IPv4([a >> 8, a & 0xff, b >> 8, b & 0xff]).range() === 'unicast';
   }
   return range === 'unicast' && (v6.parts[0]! & 0xe000) === 0x2000;
+}
+
+/** Aborts a response body we will not read; the resulting abort error is expected, not a crash. */
+function discard(body: NodeJS.ReadableStream & { destroy(): unknown }): void {
+  body.on('error', () => {});
+  body.destroy();
 }
 
 const TLS_CODE = /^(ERR_TLS_|ERR_SSL_)|CERT|SELF_SIGNED|_SIGNATURE|_ISSUER|^EPROTO$/;
@@ -203,6 +213,7 @@ export class PeerHttp {
     this.connector = buildConnector({
       rejectUnauthorized: true,
       timeout: opts.timeoutMs,
+      // An explicit CA list replaces Node's default store, so the bundled roots are added back.
       ...(opts.ca !== undefined ? { ca: [...rootCertificates, opts.ca.toString()] } : {}),
     });
     this.agent = new Agent({
@@ -290,7 +301,7 @@ export class PeerHttp {
       });
       const declared = Number(res.headers['content-length']);
       if (Number.isFinite(declared) && declared > maxBytes) {
-        res.body.destroy();
+        discard(res.body);
         throw new PeerNetworkError('too_large', `${host}: response of ${declared} bytes exceeds the limit of ${maxBytes}`);
       }
       const chunks: Buffer[] = [];
@@ -298,7 +309,7 @@ export class PeerHttp {
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > maxBytes) {
-          res.body.destroy();
+          discard(res.body);
           throw new PeerNetworkError('too_large', `${host}: response exceeds the limit of ${maxBytes} bytes`);
         }
         chunks.push(chunk);

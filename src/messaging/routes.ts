@@ -46,6 +46,13 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (!v.ok) throw new HttpError(400, v.error, v.message);
     if (v.value.from !== user.address) throw forbidden(`from: you are ${user.address}, not ${v.value.from}`, 'from_mismatch');
 
+    // A typo must not send a message into the void: local recipients must have accounts.
+    const localOthers = v.value.to.filter((a) => a !== user.address && domainOf(a) === config.domain);
+    if (localOthers.length > 0) {
+      const known = new Set(await ctx.accounts.existingAddresses(localOthers));
+      const unknown = localOthers.filter((a) => !known.has(a));
+      if (unknown.length > 0) throw new HttpError(400, 'unknown_recipient', `no such user: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
+    }
     const remote = [...new Set(v.value.to.map(domainOf).filter((d) => d !== config.domain))];
     if (remote.length > 0) {
       if (!ctx.federation) throw forbidden(`this provider does not federate; ${remote[0]} is not reachable`, 'federation_disabled');
@@ -58,7 +65,7 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     const message: IntertalkMessage = { ...v.value, id: v.value.id ?? messaging.newId(), sentAt: v.value.sentAt ?? new Date(now).toISOString() };
     try {
       const res = await messaging.accept(message, { kind: 'local' });
-      if (res.destinations.length > 0) ctx.federation?.enqueued(res.destinations);
+      if (res.destinations.length > 0) ctx.federation?.enqueued(res.message, res.destinations);
       reply.code(201).header('content-type', 'application/json; charset=utf-8');
       if (res.replayed) reply.header('intertalk-replayed', 'true');
       return res.json;

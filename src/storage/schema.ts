@@ -84,6 +84,9 @@ export interface FederationPeersTable {
   last_success_at: number | null;
   last_error: string | null;
   last_error_at: number | null;
+  /** The instance draining this destination's queue (one at a time keeps deliveries in order). */
+  lease_owner: string | null;
+  lease_until: number | null;
 }
 
 export interface SigningKeysTable {

@@ -104,6 +104,8 @@ export function initial(dialect: Dialect) {
         .addColumn('last_success_at', 'bigint')
         .addColumn('last_error', 'text')
         .addColumn('last_error_at', 'bigint')
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_until', 'bigint')
         .execute();
 
       await db.schema

@@ -1,0 +1,196 @@
+// The federation capability, assembled: keys, discovery, outbound HTTP, the outbox worker,
+// inbound verification, and its routes (/keys, /keys/{kid}, /.well-known/intertalk).
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { decodeJwt } from 'jose';
+import type { AppContext, DeliveryState, FederationPort } from '../context.js';
+import { MemoryRateLimiter } from '../auth/limiter.js';
+import { HttpError, notFound } from '../http/errors.js';
+import { SigningKeys } from './keys.js';
+import { PeerHttp } from './net.js';
+import { Discovery, ourWellKnown } from './discovery.js';
+import { PeerKeyCache, PeerUnavailableError, type FetchJson } from './peer-keys.js';
+import { FederationVerifier } from './verify.js';
+import { OutboxWorker } from './outbox.js';
+import { Inbound } from './inbound.js';
+import { Blocklist } from './blocklist.js';
+
+export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
+export const EXTENSIONS = ['message-id', 'delivery-ping'];
+
+export interface FederationOptions {
+  /** Extra trusted CA (PEM) for outbound TLS; for test networks started in one process. */
+  ca?: string;
+}
+
+export class Federation implements FederationPort {
+  readonly keys: SigningKeys;
+  readonly http: PeerHttp;
+  readonly discovery: Discovery;
+  readonly peerKeys: PeerKeyCache;
+  readonly verifier: FederationVerifier;
+  readonly outbox: OutboxWorker;
+  readonly blocklist: Blocklist;
+  private readonly inbound: Inbound;
+
+  constructor(
+    private readonly ctx: AppContext,
+    opts: FederationOptions = {},
+  ) {
+    const { config, storage, clock, logger, bus, messaging } = ctx;
+    const f = config.federation;
+    this.keys = new SigningKeys(storage.db, { domain: config.domain, clock, graceMs: f.keyGraceMs });
+    this.http = new PeerHttp({
+      resolve: f.resolve,
+      insecurePeers: f.insecurePeers,
+      timeoutMs: f.requestTimeoutMs,
+      perPeerConcurrency: f.peerConcurrency,
+      userAgent: `intertalk/${config.domain}`,
+      ...(opts.ca ? { ca: opts.ca } : {}),
+    });
+    this.discovery = new Discovery({ http: this.http, clock, ttlMs: f.discoveryTtlMs, insecurePeers: f.insecurePeers });
+    const fetchJson: FetchJson = async (domain, path) => {
+      let base: string;
+      try {
+        base = (await this.discovery.resolve(domain)).baseUrl;
+      } catch (err) {
+        throw new PeerUnavailableError(`cannot resolve ${domain}: ${(err as Error).message}`);
+      }
+      let res;
+      try {
+        res = await this.http.getJson(`${base}${path}`, { maxResponseBytes: 256 * 1024 });
+      } catch (err) {
+        throw new PeerUnavailableError(`cannot fetch ${path} from ${domain}: ${(err as Error).message}`);
+      }
+      if (res.status === 404) return null;
+      if (res.status !== 200) throw new PeerUnavailableError(`${domain} answered ${res.status} for ${path}`);
+      return { json: res.json, insecure: res.insecure };
+    };
+    this.peerKeys = new PeerKeyCache({ fetchJson, clock });
+    this.verifier = new FederationVerifier({ db: storage.db, keys: this.peerKeys, domain: config.domain, clock, skewMs: config.clockSkewMs });
+    this.blocklist = new Blocklist(storage.db, f.blockedDomains, clock);
+    this.outbox = new OutboxWorker({
+      db: storage.db,
+      clock,
+      bus,
+      logger,
+      keys: this.keys,
+      discovery: this.discovery,
+      http: this.http,
+      maxAgeMs: f.maxAgeMs,
+      sweepIntervalMs: f.sweepIntervalMs,
+      timeoutMs: f.requestTimeoutMs,
+    });
+    this.inbound = new Inbound({
+      db: storage.db,
+      domain: config.domain,
+      clock,
+      messaging,
+      verifier: this.verifier,
+      blocklist: this.blocklist,
+      maxRecipients: config.maxRecipients,
+      skewMs: config.clockSkewMs,
+      perPeer: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
+      perIp: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
+      onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
+    });
+  }
+
+  async init(): Promise<void> {
+    await this.keys.ensure();
+  }
+
+  routes(app: FastifyInstance): void {
+    const { config } = this.ctx;
+    app.get('/keys', async (_req, reply) => {
+      reply.header('cache-control', 'public, max-age=300').header('content-type', 'application/jwk-set+json');
+      return this.keys.publicJwks();
+    });
+    app.get('/keys/:kid', async (req, reply) => {
+      const kid = (req.params as { kid: string }).kid;
+      const jwk = await this.keys.publicJwk(kid);
+      if (!jwk) throw notFound(`no key with kid "${kid.slice(0, 100)}"`, 'unknown_key');
+      reply.header('cache-control', 'public, max-age=300').header('content-type', 'application/jwk+json');
+      return jwk;
+    });
+    // A signed no-op for `intertalk federation check`: proves a peer can verify our tokens,
+    // i.e. that it reaches our /keys. Stores nothing.
+    app.post('/federation/ping', async (req, reply) => {
+      const auth = req.headers.authorization;
+      let sub: unknown;
+      try {
+        sub = decodeJwt((auth ?? '').replace(/^Bearer\s+/i, '')).sub;
+      } catch {
+        sub = undefined;
+      }
+      if (typeof sub !== 'string') throw new HttpError(401, 'invalid_token', 'send a JWT signed by your provider, with sub = an address at your domain');
+      const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? '';
+      const res = await this.verifier.verify(auth, raw, { from: sub, to: [sub, `postmaster@${config.domain}`] });
+      if (!res.ok) {
+        if (res.retryAfterSeconds) reply.header('retry-after', String(Math.ceil(res.retryAfterSeconds)));
+        throw new HttpError(res.status, res.error, res.message);
+      }
+      return { ok: true, iss: res.iss, insecureKeys: res.insecureKeys, domain: config.domain };
+    });
+    app.get('/.well-known/intertalk', async (_req, reply) => {
+      reply.header('cache-control', 'public, max-age=3600');
+      return ourWellKnown({ publicUrl: config.publicUrl, versions: PROTOCOL_VERSIONS, extensions: EXTENSIONS });
+    });
+  }
+
+  start(): void {
+    this.outbox.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.outbox.stop();
+    await this.http.close();
+  }
+
+  // --- FederationPort --------------------------------------------------------------------------
+
+  receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }) {
+    return this.inbound.receive(input);
+  }
+
+  enqueued(m: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void {
+    const insecure = this.ctx.config.federation.insecurePeers;
+    for (const d of destinations) {
+      this.ctx.bus.publish({ type: 'delivery', sender: m.from, messageId: m.id, seq: m.seq, conversationId: m.conversationId, destination: d, state: 'queued', error: null, insecure: insecure.has(d) });
+      this.outbox.wake(d);
+    }
+  }
+
+  async deliveries(seq: number): Promise<DeliveryState[]> {
+    const rows = await this.ctx.storage.db
+      .selectFrom('outbox')
+      .select(['destination', 'state', 'attempts', 'last_error', 'next_attempt_at', 'delivered_at'])
+      .where('message_seq', '=', seq)
+      .orderBy('destination')
+      .execute();
+    const insecure = this.ctx.config.federation.insecurePeers;
+    return rows.map((r) => ({
+      destination: r.destination,
+      state: r.state as DeliveryState['state'],
+      attempts: Number(r.attempts),
+      lastError: r.last_error,
+      nextAttemptAt: r.state === 'queued' ? new Date(Number(r.next_attempt_at)).toISOString() : null,
+      deliveredAt: r.delivered_at ? new Date(Number(r.delivered_at)).toISOString() : null,
+      insecure: insecure.has(r.destination),
+    }));
+  }
+
+  async refusal(domain: string): Promise<string | null> {
+    if (await this.blocklist.isBlocked(domain)) return `${domain} is blocked by this provider`;
+    return null;
+  }
+}
+
+/** Factory for Provider.create: builds federation once the core exists. */
+export function federation(opts: FederationOptions = {}) {
+  return async (ctx: AppContext, app: FastifyInstance) => {
+    const fed = new Federation(ctx, opts);
+    await fed.init();
+    fed.routes(app);
+    return fed;
+  };
+}
