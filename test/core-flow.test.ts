@@ -117,6 +117,7 @@ describe('live chat on one provider', () => {
 
   test('idempotent retry: the same id is stored once and answered with the original', async () => {
     const kim = await user(p.url, 'kim');
+    await user(p.url, 'lee');
     const r1 = await send(p.url, kim.token, [kim.address, 'lee@localhost'], 'once', { id: 'retry-1' });
     const r2 = await send(p.url, kim.token, [kim.address, 'lee@localhost'], 'once', { id: 'retry-1' });
     assert.equal(r1.status, 201);
@@ -128,6 +129,16 @@ describe('live chat on one provider', () => {
     assert.equal(conflict.body.error, 'id_conflict');
     const n = await p.provider.ctx.storage.db.selectFrom('messages').select((eb) => eb.fn.countAll<number>().as('n')).where('id', '=', 'retry-1').executeTakeFirstOrThrow();
     assert.equal(Number(n.n), 1);
+  });
+
+  test('a message to an unknown local user is refused and nothing is stored', async () => {
+    const nia = await user(p.url, 'nia');
+    const r = await send(p.url, nia.token, [nia.address, 'nobody@localhost'], 'hello?');
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'unknown_recipient');
+    assert.match(r.body.message, /nobody@localhost/);
+    const n = await p.provider.ctx.storage.db.selectFrom('messages').select('seq').where('sender', '=', nia.address).execute();
+    assert.equal(n.length, 0);
   });
 
   test('a valid client sentAt is kept; one in the future is refused', async () => {
@@ -252,6 +263,7 @@ describe('restarts keep everything', () => {
     const dir = tempDir();
     const p1 = await startProvider({}, { dir });
     const a = await user(p1.url, 'olga');
+    await user(p1.url, 'pete');
     const sent = await send(p1.url, a.token, [a.address, 'pete@localhost'], 'persisted');
     assert.equal(sent.status, 201);
     await p1.stop();

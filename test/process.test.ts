@@ -46,6 +46,7 @@ describe('operating the provider', () => {
     const env = { INTERTALK_DATABASE: `sqlite:${join(dir, 'db.sqlite')}` };
     const srv = await startServe(env);
     await http(srv.url, 'POST', '/users', { json: { username: 'vera', password: 'correct horse battery' } });
+    await http(srv.url, 'POST', '/users', { json: { username: 'walt', password: 'correct horse battery' } });
     const t = await login(srv.url, 'vera', 'correct horse battery');
     const sent: any[] = [];
     for (let i = 0; i < 20; i++) {
