@@ -9,6 +9,7 @@ import type { Accounts } from './accounts/service.js';
 import type { Auth } from './auth/service.js';
 import type { RateLimiter } from './auth/limiter.js';
 import type { Messaging } from './messaging/service.js';
+import type { Metrics } from './metrics/metrics.js';
 
 /** What the messaging capability needs from federation (implemented in src/federation/). */
 export interface FederationPort {
@@ -44,4 +45,5 @@ export interface AppContext {
   registrationLimiter: RateLimiter;
   sendLimiter: RateLimiter;
   federation: FederationPort | null;
+  metrics: Metrics;
 }

@@ -14,14 +14,19 @@ import { MemoryRateLimiter } from './auth/limiter.js';
 import { Messaging } from './messaging/service.js';
 import { Realtime } from './realtime/hub.js';
 import { buildApp } from './http/app.js';
+import { HttpError } from './http/errors.js';
 import { accountRoutes } from './accounts/routes.js';
 import { authRoutes } from './auth/routes.js';
 import { messagingRoutes } from './messaging/routes.js';
+import { Metrics } from './metrics/metrics.js';
+import { timingSafeEqual } from 'node:crypto';
 
 export interface ProviderOptions {
   logger?: Logger;
   clock?: Clock;
   bus?: EventBus;
+  /** Process-wide metrics (CPU, memory, event loop); off when several providers share a process. */
+  defaultMetrics?: boolean;
   /** Builds the federation capability once the core exists (see src/federation/). */
   federation?: (ctx: AppContext, app: FastifyInstance) => Promise<(FederationPort & { start(): void; stop(): Promise<void> }) | null>;
 }
@@ -77,7 +82,9 @@ export class Provider {
       registrationLimiter: new MemoryRateLimiter(config.registrationsPerHour, 3_600_000, now),
       sendLimiter: new MemoryRateLimiter(Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000, now),
       federation: null,
+      metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
     };
+    let realtimeRef: Realtime | null = null;
     const app = buildApp(config, logger);
     const realtime = new Realtime({
       auth,
@@ -88,12 +95,23 @@ export class Provider {
       heartbeatMs: config.wsHeartbeatMs,
       allowedOrigins: config.corsOrigins === '*' ? null : config.corsOrigins,
     });
+    realtimeRef = realtime;
     const federation = opts.federation ? await opts.federation(ctx, app) : null;
     ctx.federation = federation;
 
     app.get('/healthz', async () => {
       await storage.db.selectFrom('users').select('id').limit(1).execute();
       return { status: 'ok', domain: config.domain };
+    });
+    app.get('/metrics', async (req, reply) => {
+      const token = config.metricsToken;
+      const given = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '');
+      const allowed = token
+        ? given.length === token.length && timingSafeEqual(Buffer.from(given), Buffer.from(token))
+        : ['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(req.socket.remoteAddress ?? '');
+      if (!allowed) throw new HttpError(403, 'forbidden', token ? 'metrics need the INTERTALK_METRICS_TOKEN bearer token' : 'metrics are served to loopback clients only (set INTERTALK_METRICS_TOKEN)');
+      reply.header('content-type', ctx.metrics.registry.contentType);
+      return ctx.metrics.registry.metrics();
     });
     accountRoutes(app, ctx);
     authRoutes(app, ctx);

@@ -18,7 +18,7 @@ import {
 } from '../src/federation/discovery.js';
 import { PeerHttp, PeerNetworkError } from '../src/federation/net.js';
 import { isValidDomain } from '../src/protocol/address.js';
-import { makeCa, type TestCa } from './rig/ca.js';
+import { makeCa, type TestCa } from '../src/devnet/ca.js';
 
 type Reply = { status: number; body?: string; headers?: Record<string, string> };
 

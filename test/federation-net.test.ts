@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isPublicAddress, PeerHttp, PeerNetworkError, type PeerHttpOptions } from '../src/federation/net.js';
-import { makeCa, type TestCa } from './rig/ca.js';
+import { makeCa, type TestCa } from '../src/devnet/ca.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 

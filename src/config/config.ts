@@ -17,6 +17,8 @@ export interface Config {
   clockSkewMs: number;
   logLevel: string;
   trustProxy: boolean;
+  /** Bearer token for GET /metrics; without it, only loopback clients may read metrics. */
+  metricsToken: string | null;
   /** Messages one user may send per minute. */
   sendRatePerMinute: number;
   /** Accounts one client address may create per hour through POST /users. */
@@ -153,6 +155,7 @@ export function loadConfig(env: Env = process.env): Config {
     clockSkewMs: dur('INTERTALK_CLOCK_SKEW', '60s'),
     logLevel: get('INTERTALK_LOG_LEVEL') ?? 'info',
     trustProxy: (get('INTERTALK_TRUST_PROXY') ?? 'false') === 'true',
+    metricsToken: get('INTERTALK_METRICS_TOKEN') ?? null,
     sendRatePerMinute: parseInteger('INTERTALK_SEND_RATE', get('INTERTALK_SEND_RATE') ?? '6000', 1, 100_000_000),
     registrationsPerHour: parseInteger('INTERTALK_REGISTRATION_RATE', get('INTERTALK_REGISTRATION_RATE') ?? '30', 1, 100_000_000),
     wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),

@@ -234,7 +234,11 @@ export class Discovery {
     }
     if (res.json === undefined) throw new PeerNetworkError('bad_response', `${domain}: ${WELL_KNOWN_PATH} is not JSON`);
     const parsed = parseWellKnown(res.json, domain, this.insecurePeers);
-    if (!parsed.ok) throw new PeerNetworkError('bad_response', `${domain}: invalid ${WELL_KNOWN_PATH}: ${parsed.reason}`);
+    if (!parsed.ok) {
+      // Delegating to plain http without our opt-in is a policy refusal, not a passing failure.
+      const code = /plain http/.test(parsed.reason) ? 'insecure_not_allowed' : 'bad_response';
+      throw new PeerNetworkError(code, `${domain}: invalid ${WELL_KNOWN_PATH}: ${parsed.reason}`);
+    }
     return { ...parsed.value, fetchedAt };
   }
 }

@@ -34,6 +34,7 @@ export class Inbound {
       perIp: RateLimiter;
       /** Called once a peer authenticated: it is up, so deliveries to it may resume. */
       onPeerSeen: (domain: string) => void;
+      onAccepted: () => void;
     },
   ) {}
 
@@ -79,6 +80,7 @@ export class Inbound {
     const message: IntertalkMessage = { ...v.value, sentAt, id: v.value.id ?? deriveMessageId({ ...v.value, sentAt: v.value.sentAt ?? '' }) };
     const res = await this.o.messaging.accept(message, { kind: 'remote', domain: auth.iss, insecure: auth.insecureKeys });
     this.o.onPeerSeen(auth.iss);
+    if (!res.replayed) this.o.onAccepted();
     return { status: res.replayed ? 200 : 201, body: { id: message.id, status: res.replayed ? 'duplicate' : 'accepted' } };
   }
 }

@@ -26,6 +26,7 @@ export interface OutboxOptions {
   maxAgeMs: number;
   sweepIntervalMs: number;
   timeoutMs: number;
+  onAttempt?: (outcome: 'delivered' | 'retry' | 'fail') => void;
 }
 
 export class OutboxWorker {
@@ -147,6 +148,7 @@ export class OutboxWorker {
         // Renew the lease before each attempt; one attempt lasts at most the request timeout.
         await this.o.db.updateTable('federation_peers').set({ lease_until: now + LEASE_MS, last_attempt_at: now }).where('domain', '=', domain).where('lease_owner', '=', this.instanceId).execute();
         const outcome = await this.attempt(domain, row.sender, row.body);
+        this.o.onAttempt?.(outcome.kind);
         await this.o.db.updateTable('outbox').set({ attempts: Number(row.attempts) + 1 }).where('id', '=', row.id).execute();
         if (outcome.kind === 'delivered') {
           await this.finish(row.id, 'delivered', null, ev, outcome.insecure);

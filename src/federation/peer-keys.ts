@@ -187,7 +187,6 @@ export class PeerKeyCache {
   private async fetchKey(issuer: string, kid: string): Promise<FetchOutcome> {
     // 1. GET /keys/{kid}
     const single = await this.tryFetch(issuer, `/keys/${encodeURIComponent(kid)}`);
-    if (single.kind === 'unavailable') return { status: 'unavailable', retryAfterSeconds: single.retryAfterSeconds };
     if (single.kind === 'answer') {
       const jwk = sanitisePeerJwk(single.json);
       // A JWK without kid is accepted here: the peer answered for this kid.
@@ -198,10 +197,17 @@ export class PeerKeyCache {
       }
     }
 
-    // 2. GET /keys (404 or an unusable answer above: the peer may only serve the set).
+    // 2. GET /keys. Also tried when /keys/{kid} failed outright: a peer implementing only the
+    // later revision may answer that route with an error other than 404.
     const set = await this.tryFetch(issuer, '/keys');
-    if (set.kind === 'unavailable') return { status: 'unavailable', retryAfterSeconds: set.retryAfterSeconds };
-    if (set.kind === 'missing') return { status: 'unknown' };
+    if (set.kind === 'unavailable') {
+      const hint = set.retryAfterSeconds ?? (single.kind === 'unavailable' ? single.retryAfterSeconds : undefined);
+      return { status: 'unavailable', retryAfterSeconds: hint };
+    }
+    if (set.kind === 'missing') {
+      // /keys/{kid} could not be reached but /keys says 404: we cannot tell, so retry later.
+      return single.kind === 'unavailable' ? { status: 'unavailable', retryAfterSeconds: single.retryAfterSeconds } : { status: 'unknown' };
+    }
     const list = (set.json as { keys?: unknown } | null)?.keys;
     if (!Array.isArray(list)) return { status: 'unknown' };
     const sanitised = list.slice(0, MAX_KEYS_PER_ISSUER).map(sanitisePeerJwk);

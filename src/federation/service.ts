@@ -6,7 +6,7 @@ import type { AppContext, DeliveryState, FederationPort } from '../context.js';
 import { MemoryRateLimiter } from '../auth/limiter.js';
 import { HttpError, notFound } from '../http/errors.js';
 import { SigningKeys } from './keys.js';
-import { PeerHttp } from './net.js';
+import { PeerHttp, PeerNetworkError } from './net.js';
 import { Discovery, ourWellKnown } from './discovery.js';
 import { PeerKeyCache, PeerUnavailableError, type FetchJson } from './peer-keys.js';
 import { FederationVerifier } from './verify.js';
@@ -49,16 +49,20 @@ export class Federation implements FederationPort {
     });
     this.discovery = new Discovery({ http: this.http, clock, ttlMs: f.discoveryTtlMs, insecurePeers: f.insecurePeers });
     const fetchJson: FetchJson = async (domain, path) => {
+      // Our own policy refusing the peer (plain http without opt-in, a non-public address) means
+      // it publishes no key we may use: null, so the request is refused (401), not deferred.
       let base: string;
       try {
         base = (await this.discovery.resolve(domain)).baseUrl;
       } catch (err) {
+        if (err instanceof PeerNetworkError && err.policy) return null;
         throw new PeerUnavailableError(`cannot resolve ${domain}: ${(err as Error).message}`);
       }
       let res;
       try {
         res = await this.http.getJson(`${base}${path}`, { maxResponseBytes: 256 * 1024 });
       } catch (err) {
+        if (err instanceof PeerNetworkError && err.policy) return null;
         throw new PeerUnavailableError(`cannot fetch ${path} from ${domain}: ${(err as Error).message}`);
       }
       if (res.status === 404) return null;
@@ -79,6 +83,7 @@ export class Federation implements FederationPort {
       maxAgeMs: f.maxAgeMs,
       sweepIntervalMs: f.sweepIntervalMs,
       timeoutMs: f.requestTimeoutMs,
+      onAttempt: (outcome) => ctx.metrics.federationOutbound.inc({ outcome }),
     });
     this.inbound = new Inbound({
       db: storage.db,
@@ -91,6 +96,7 @@ export class Federation implements FederationPort {
       skewMs: config.clockSkewMs,
       perPeer: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
       perIp: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
+      onAccepted: () => ctx.metrics.messagesAccepted.inc({ origin: 'federation' }),
       onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
     });
   }

@@ -84,7 +84,7 @@ export class FederationVerifier {
     let insecureKeys = false;
     for (let attempt = 0; ; attempt++) {
       if (lookup.status === 'unknown') {
-        return deny('unknown_key', `${claims.iss} does not publish a key with this kid`);
+        return deny('unknown_key', `${claims.iss} publishes no key with this kid over a channel we trust`);
       }
       if (lookup.status === 'unavailable') {
         return {

@@ -30,6 +30,7 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (!ctx.federation) throw new HttpError(403, 'federation_disabled', 'this provider does not accept messages from other providers');
       const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? '';
       const res = await ctx.federation.receive({ token, rawBody: raw, body: req.body, remoteIp: req.ip });
+      ctx.metrics.federationInbound.inc({ status: String(res.status) });
       reply.code(res.status).headers(res.headers ?? {});
       return res.body;
     }
@@ -65,6 +66,7 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     const message: IntertalkMessage = { ...v.value, id: v.value.id ?? messaging.newId(), sentAt: v.value.sentAt ?? new Date(now).toISOString() };
     try {
       const res = await messaging.accept(message, { kind: 'local' });
+      if (!res.replayed) ctx.metrics.messagesAccepted.inc({ origin: 'local' });
       if (res.destinations.length > 0) ctx.federation?.enqueued(res.message, res.destinations);
       reply.code(201).header('content-type', 'application/json; charset=utf-8');
       if (res.replayed) reply.header('intertalk-replayed', 'true');

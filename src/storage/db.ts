@@ -44,7 +44,17 @@ export async function openStorage(url: string): Promise<Storage> {
     const pool = new pg.default.Pool({ connectionString: target, max: 10 });
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   }
-  await migrate(db, dialect);
+  // Kysely's migration lock does not span separate SQLite connections: two processes starting on
+  // a fresh file can race; the loser retries and then finds the schema in place.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await migrate(db, dialect);
+      break;
+    } catch (err) {
+      if (dialect !== 'sqlite' || attempt >= 5 || !/already exists|locked|busy/i.test(String((err as Error).message))) throw err;
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+    }
+  }
   return { db, dialect, close: () => db.destroy() };
 }
 

@@ -51,7 +51,7 @@ function serial(): string {
   return `0x${b.toString('hex')}`;
 }
 
-const CONFIG = `# written by test/rig/ca.ts
+const CONFIG = `# written by src/devnet/ca.ts
 [req]
 distinguished_name = dn
 prompt = no
