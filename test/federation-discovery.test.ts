@@ -149,6 +149,11 @@ describe('Discovery', () => {
 
   it('treats a malformed document as a (briefly cached) failure, not as "no delegation"', async () => {
     const d = discovery();
+    // Plain http for a host that is not an insecure peer is our policy refusing it.
+    reply = json({ server: 'http://chat.peer.test' });
+    d.invalidate('peer.test');
+    const refused = await rejectsWith(d.resolve('peer.test'), 'insecure_not_allowed');
+    assert.equal(refused.policy, true);
     for (const bad of [
       { status: 200, body: 'this is not json' },
       json(['not', 'an', 'object']),
@@ -156,7 +161,6 @@ describe('Discovery', () => {
       json({ server: 'https://user:pw@chat.peer.test' }),
       json({ server: 'https://chat.peer.test/?q=1' }),
       json({ server: 'https://127.0.0.1:8443' }),
-      json({ server: 'http://chat.peer.test' }), // plain http for a host that is not an insecure peer
       json({ versions: '1' }),
       json({ extensions: [1] }),
     ] satisfies Reply[]) {

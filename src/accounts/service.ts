@@ -31,7 +31,8 @@ const HASH_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, pa
 
 export function validateUsername(raw: unknown): { ok: true; username: string } | { ok: false; message: string } {
   if (typeof raw !== 'string' || raw.length === 0) return { ok: false, message: 'username: required' };
-  let name = raw.toLowerCase();
+  if (!/^[\x21-\x7e]+$/.test(raw)) return { ok: false, message: 'username: ASCII letters, digits and symbols only' };
+  const name = raw.toLowerCase();
   if (!isValidLocalPart(name)) {
     return { ok: false, message: 'username: must be a valid mail local part (letters, digits and !#$%&\'*+/=?^_`{|}~-, dots between)' };
   }
@@ -103,6 +104,7 @@ export class Accounts {
 
   /** Accepts the local part or the full address at our domain. */
   normaliseLogin(login: string): string | null {
+    if (!/^[\x21-\x7e]+$/.test(login)) return null;
     const lower = login.toLowerCase();
     const at = lower.lastIndexOf('@');
     if (at === -1) return isValidLocalPart(lower) ? lower : null;

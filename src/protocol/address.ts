@@ -33,8 +33,12 @@ export function parseAddress(input: unknown): AddressResult {
   if (input.length > MAX_ADDRESS) return { ok: false, reason: `an address has at most ${MAX_ADDRESS} characters` };
   const at = input.lastIndexOf('@');
   if (at <= 0 || at === input.length - 1) return { ok: false, reason: `"${clip(input)}" is not of the form name@domain` };
-  const local = input.slice(0, at).toLowerCase();
-  const domain = input.slice(at + 1).toLowerCase();
+  // Validate before lower-casing: some non-ASCII characters lower-case to ASCII (U+212A → k).
+  const rawLocal = input.slice(0, at);
+  const rawDomain = input.slice(at + 1);
+  if (!/^[\x21-\x7e]+$/.test(input)) return { ok: false, reason: `"${clip(input)}" contains characters other than ASCII letters, digits and symbols` };
+  const local = rawLocal.toLowerCase();
+  const domain = rawDomain.toLowerCase();
   if (!isValidLocalPart(local)) return { ok: false, reason: `"${clip(input)}" has an invalid name part` };
   if (!isValidDomain(domain)) return { ok: false, reason: `"${clip(input)}" has an invalid domain` };
   return { ok: true, address: { local, domain, full: `${local}@${domain}` } };
