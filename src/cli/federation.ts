@@ -9,6 +9,7 @@ import { Blocklist } from '../federation/blocklist.js';
 import { federation } from '../federation/service.js';
 import { federationStatus } from '../federation/status.js';
 import { federationCheck } from '../federation/check.js';
+import { devnet } from './devnet.js';
 
 export interface CommandGroup {
   name: string;
@@ -30,6 +31,14 @@ async function withDb<T>(config: Config, fn: (db: Awaited<ReturnType<typeof open
 const fmt = (t: number | null | undefined) => (t ? new Date(t).toISOString() : '-');
 
 export const commandGroups: CommandGroup[] = [
+  {
+    name: 'devnet',
+    usage: `  devnet [DOMAIN …]         run three (or the named) providers here, federating over HTTPS
+                            with a throw-away CA; demo users alice and bob on each`,
+    async run(config, sub, rest, out) {
+      await devnet(config, sub ? [sub, ...rest] : [], out);
+    },
+  },
   {
     name: 'keys',
     usage: `  keys list                 list this provider's signing keys
