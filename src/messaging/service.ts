@@ -1,7 +1,9 @@
 // Messages and conversations: accept a message (from our user or from a peer), persist it with
 // its conversation and — for participants elsewhere — its outbox rows in one transaction, then
 // announce it on the bus. History, conversation lists and read markers.
+import type { Transaction } from 'kysely';
 import type { Db } from '../storage/db.js';
+import type { Database } from '../storage/schema.js';
 import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
@@ -23,6 +25,17 @@ export interface AcceptResult {
   json: string;
   /** Remote domains an outbox row was written for. */
   destinations: string[];
+}
+
+interface PendingWrite {
+  convId: string;
+  participants: string[];
+  m: IntertalkMessage;
+  origin: { kind: 'local' } | { kind: 'remote'; domain: string; insecure: boolean };
+  insecure: boolean;
+  body: string;
+  destinations: string[];
+  now: number;
 }
 
 export class MessageConflictError extends Error {
@@ -98,58 +111,7 @@ export class Messaging {
     const destinations =
       origin.kind === 'local' ? [...new Set(participants.filter((p) => !this.isLocal(p)).map(domainOf))].sort() : [];
 
-    const result = await this.db.transaction().execute(async (trx) => {
-      if (!this.knownConversations.has(convId)) {
-        const exists = await trx.selectFrom('conversations').select('id').where('id', '=', convId).executeTakeFirst();
-        if (!exists) {
-          await trx.insertInto('conversations').values({ id: convId, participants: JSON.stringify(participants), created_at: now, last_seq: 0 }).onConflict((oc) => oc.column('id').doNothing()).execute();
-          await trx
-            .insertInto('conversation_members')
-            .values(participants.map((p) => ({ conversation_id: convId, address: p, is_local: this.isLocal(p) ? 1 : 0 })))
-            .onConflict((oc) => oc.columns(['conversation_id', 'address']).doNothing())
-            .execute();
-        }
-      }
-      const inserted = await trx
-        .insertInto('messages')
-        .values({
-          id: m.id,
-          sender: m.from,
-          conversation_id: convId,
-          sent_at: m.sentAt,
-          received_at: now,
-          body,
-          origin: origin.kind === 'local' ? 'local' : origin.domain,
-          insecure: insecure ? 1 : 0,
-        })
-        .onConflict((oc) => oc.columns(['sender', 'id']).doNothing())
-        .returning('seq')
-        .executeTakeFirst();
-      if (!inserted) return null;
-      const seq = Number(inserted.seq);
-      await trx.updateTable('conversations').set({ last_seq: seq }).where('id', '=', convId).where('last_seq', '<', seq).execute();
-      if (destinations.length > 0) {
-        await trx
-          .insertInto('outbox')
-          .values(
-            destinations.map((d) => ({
-              message_seq: seq,
-              destination: d,
-              recipients: JSON.stringify(participants.filter((p) => domainOf(p) === d)),
-              state: 'queued',
-              attempts: 0,
-              created_at: now,
-              next_attempt_at: now,
-              last_error: null,
-              delivered_at: null,
-              lease_owner: null,
-              lease_until: null,
-            })),
-          )
-          .execute();
-      }
-      return seq;
-    });
+    const result = await this.enqueueWrite({ convId, participants, m, origin, insecure, body, destinations, now });
     this.rememberConversation(convId);
 
     if (result === null) {
@@ -165,7 +127,103 @@ export class Messaging {
     const json = servedJson(result, convId, body);
     const localRecipients = participants.filter((p) => this.isLocal(p));
     this.bus.publish({ type: 'message', seq: result, conversationId: convId, recipients: localRecipients, json });
-    return { message: JSON.parse(json) as StoredMessage, replayed: false, json, destinations };
+    const stored: StoredMessage = { seq: result, conversationId: convId, ...m, to: participants };
+    if (insecure) stored.insecure = true;
+    return { message: stored, replayed: false, json, destinations };
+  }
+
+  // --- group commit ---------------------------------------------------------------------------
+  // Concurrent accepts share one transaction: a commit (an fsync-class cost) is paid once per
+  // batch instead of once per message. Every caller still gets its answer only after COMMIT.
+  private readonly writeQueue: Array<{ w: PendingWrite; resolve: (seq: number | null) => void; reject: (err: unknown) => void }> = [];
+  private flushing = false;
+
+  private enqueueWrite(w: PendingWrite): Promise<number | null> {
+    return new Promise((resolve, reject) => {
+      this.writeQueue.push({ w, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private async flush(): Promise<void> {
+    while (this.writeQueue.length > 0) {
+      const batch = this.writeQueue.splice(0, 512);
+      try {
+        const seqs = await this.db.transaction().execute(async (trx) => {
+          const out: Array<number | null> = [];
+          for (const item of batch) out.push(await this.write(trx, item.w));
+          return out;
+        });
+        batch.forEach((item, i) => item.resolve(seqs[i]!));
+      } catch {
+        // One bad write must not sink its neighbours: retry each on its own.
+        for (const item of batch) {
+          try {
+            item.resolve(await this.db.transaction().execute((trx) => this.write(trx, item.w)));
+          } catch (err) {
+            item.reject(err);
+          }
+        }
+      }
+    }
+    this.flushing = false;
+  }
+
+  private async write(trx: Transaction<Database>, w: PendingWrite): Promise<number | null> {
+    const { convId, participants, m, origin, insecure, body, destinations, now } = w;
+    if (!this.knownConversations.has(convId)) {
+      const exists = await trx.selectFrom('conversations').select('id').where('id', '=', convId).executeTakeFirst();
+      if (!exists) {
+        await trx.insertInto('conversations').values({ id: convId, participants: JSON.stringify(participants), created_at: now, last_seq: 0 }).onConflict((oc) => oc.column('id').doNothing()).execute();
+        await trx
+          .insertInto('conversation_members')
+          .values(participants.map((p) => ({ conversation_id: convId, address: p, is_local: this.isLocal(p) ? 1 : 0 })))
+          .onConflict((oc) => oc.columns(['conversation_id', 'address']).doNothing())
+          .execute();
+      }
+    }
+    const inserted = await trx
+      .insertInto('messages')
+      .values({
+        id: m.id,
+        sender: m.from,
+        conversation_id: convId,
+        sent_at: m.sentAt,
+        received_at: now,
+        body,
+        origin: origin.kind === 'local' ? 'local' : origin.domain,
+        insecure: insecure ? 1 : 0,
+      })
+      .onConflict((oc) => oc.columns(['sender', 'id']).doNothing())
+      .returning('seq')
+      .executeTakeFirst();
+    if (!inserted) return null;
+    const seq = Number(inserted.seq);
+    await trx.updateTable('conversations').set({ last_seq: seq }).where('id', '=', convId).where('last_seq', '<', seq).execute();
+    if (destinations.length > 0) {
+      await trx
+        .insertInto('outbox')
+        .values(
+          destinations.map((d) => ({
+            message_seq: seq,
+            destination: d,
+            recipients: JSON.stringify(participants.filter((p) => domainOf(p) === d)),
+            state: 'queued',
+            attempts: 0,
+            created_at: now,
+            next_attempt_at: now,
+            last_error: null,
+            delivered_at: null,
+            lease_owner: null,
+            lease_until: null,
+          })),
+        )
+        .execute();
+    }
+    return seq;
   }
 
   async isMember(address: string, convId: string): Promise<boolean> {

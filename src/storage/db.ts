@@ -36,7 +36,21 @@ export async function openStorage(url: string): Promise<Storage> {
     conn.pragma('synchronous = NORMAL');
     conn.pragma('foreign_keys = ON');
     conn.pragma('busy_timeout = 5000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: conn }) });
+    // Kysely prepares every query anew; better-sqlite3 statements are reusable, so keep them
+    // by SQL text (the hot path runs a handful of distinct statements).
+    const statements = new Map<string, ReturnType<typeof conn.prepare>>();
+    const cached = Object.create(conn) as typeof conn;
+    cached.prepare = ((sqlText: string) => {
+      let st = statements.get(sqlText);
+      if (!st) {
+        if (statements.size >= 1000) statements.clear();
+        st = conn.prepare(sqlText);
+        statements.set(sqlText, st);
+      }
+      return st;
+    }) as typeof conn.prepare;
+    cached.close = () => conn.close();
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cached }) });
   } else {
     const pg = await import('pg');
     // BIGINT (int8) columns hold millisecond timestamps and sequence numbers, all < 2^53.
