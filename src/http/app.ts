@@ -31,6 +31,10 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     ...(https ? { https } : {}),
     http: { maxHeaderSize: 16 * 1024 },
+    // Malformed URLs and the like get our JSON error body too.
+    frameworkErrors: (err: Error, _req: unknown, reply: { code(n: number): { send(b: unknown): void } }) => {
+      reply.code(400).send({ error: 'invalid_request', message: err.message });
+    },
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
 
   app.removeAllContentTypeParsers();
@@ -46,14 +50,14 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
     }
   };
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => parseJson(req, body as Buffer, done));
-  app.addContentTypeParser(/^application\/[a-z0-9.-]+\+json$/, { parseAs: 'buffer' }, (req, body, done) => parseJson(req, body as Buffer, done));
+  app.addContentTypeParser(/^application\/[a-z0-9.-]+\+json(\s*;.*)?$/, { parseAs: 'buffer' }, (req, body, done) => parseJson(req, body as Buffer, done));
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'buffer' }, (_req, body, done) => {
     try {
       const params = new URLSearchParams(decodeUtf8(body as Buffer));
       const out: Record<string, string> = {};
       for (const [k, v] of params) {
         // RFC 6749 §3.2: parameters must not appear more than once.
-        if (k in out) throw new HttpError(400, 'invalid_request', `parameter "${k}" appears more than once`);
+        if (Object.hasOwn(out, k)) throw new HttpError(400, 'invalid_request', `parameter "${k}" appears more than once`);
         out[k] = v;
       }
       done(null, out);

@@ -177,6 +177,10 @@ export class Messaging {
     if (!this.knownConversations.has(convId)) {
       const exists = await trx.selectFrom('conversations').select('id').where('id', '=', convId).executeTakeFirst();
       if (!exists) {
+        // A retried (sender, id) never creates anything: the answer comes from the first copy
+        // (or is a conflict), and a new conversation must not be left behind empty.
+        const dup = await trx.selectFrom('messages').select('seq').where('sender', '=', m.from).where('id', '=', m.id).executeTakeFirst();
+        if (dup) return null;
         await trx.insertInto('conversations').values({ id: convId, participants: JSON.stringify(participants), created_at: now, last_seq: 0 }).onConflict((oc) => oc.column('id').doNothing()).execute();
         await trx
           .insertInto('conversation_members')

@@ -44,7 +44,8 @@ export function parseTimestamp(s: string): number | null {
   if (!m) return null;
   const [y, mo, d, h, mi, se] = [1, 2, 3, 4, 5, 6].map((i) => Number(m[i]));
   if (mo! < 1 || mo! > 12 || d! < 1 || h! > 23 || mi! > 59 || se! > 60) return null;
-  const daysInMonth = new Date(Date.UTC(y!, mo!, 0)).getUTCDate();
+  const leap = (y! % 4 === 0 && y! % 100 !== 0) || y! % 400 === 0;
+  const daysInMonth = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo! - 1]!;
   if (d! > daysInMonth) return null;
   if (m[9] !== undefined && (Number(m[9]) > 23 || Number(m[10]) > 59)) return null;
   const t = Date.parse(s.replace(' ', 'T'));
@@ -52,7 +53,7 @@ export function parseTimestamp(s: string): number | null {
 }
 
 export function isValidMediaType(s: string): boolean {
-  if (s.length > 255) return false;
+  if (s.length > 255 || s !== s.trim()) return false;
   try {
     const parsed = contentType.parse(s);
     return /^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/.test(parsed.type);
