@@ -154,13 +154,17 @@ describe('Discovery', () => {
     d.invalidate('peer.test');
     const refused = await rejectsWith(d.resolve('peer.test'), 'insecure_not_allowed');
     assert.equal(refused.policy, true);
+    // So is delegation to an IP literal (federation goes by domain names only).
+    reply = json({ server: 'https://127.0.0.1:8443' });
+    d.invalidate('peer.test');
+    const literal = await rejectsWith(d.resolve('peer.test'), 'blocked_address');
+    assert.equal(literal.policy, true);
     for (const bad of [
       { status: 200, body: 'this is not json' },
       json(['not', 'an', 'object']),
       json({ server: 'ftp://peer.test' }),
       json({ server: 'https://user:pw@chat.peer.test' }),
       json({ server: 'https://chat.peer.test/?q=1' }),
-      json({ server: 'https://127.0.0.1:8443' }),
       json({ versions: '1' }),
       json({ extensions: [1] }),
     ] satisfies Reply[]) {

@@ -52,7 +52,7 @@ export interface PeerInfo {
 
 export type WellKnownResult =
   | { ok: true; value: Omit<PeerInfo, 'fetchedAt'> }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; policy?: boolean };
 
 function tokens(name: string, v: unknown): { ok: true; value: string[] } | { ok: false; reason: string } {
   if (v === undefined) return { ok: true, value: [] };
@@ -106,9 +106,10 @@ export function parseWellKnown(json: unknown, domain: string, insecurePeers: Set
       return { ok: false, reason: '"server" must not contain credentials' };
     }
     const host = u.hostname;
-    if (!isValidDomain(host)) return { ok: false, reason: '"server" must name a host by domain name' };
+    // These two are our policy refusing the peer (final), not a broken document (retried).
+    if (!isValidDomain(host)) return { ok: false, reason: '"server" must name a host by domain name', policy: true };
     if (u.protocol === 'http:' && !insecurePeers.has(host)) {
-      return { ok: false, reason: `"server" uses plain http but ${host} is not an allowed insecure peer` };
+      return { ok: false, reason: `"server" uses plain http but ${host} is not an allowed insecure peer`, policy: true };
     }
     baseUrl = `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
   }
@@ -235,8 +236,7 @@ export class Discovery {
     if (res.json === undefined) throw new PeerNetworkError('bad_response', `${domain}: ${WELL_KNOWN_PATH} is not JSON`);
     const parsed = parseWellKnown(res.json, domain, this.insecurePeers);
     if (!parsed.ok) {
-      // Delegating to plain http without our opt-in is a policy refusal, not a passing failure.
-      const code = /plain http/.test(parsed.reason) ? 'insecure_not_allowed' : 'bad_response';
+      const code = parsed.policy ? (/plain http/.test(parsed.reason) ? 'insecure_not_allowed' : 'blocked_address') : 'bad_response';
       throw new PeerNetworkError(code, `${domain}: invalid ${WELL_KNOWN_PATH}: ${parsed.reason}`);
     }
     return { ...parsed.value, fetchedAt };

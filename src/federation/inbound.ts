@@ -2,7 +2,7 @@
 // (verify.ts), apply policy, store for our own recipients only (never relay).
 import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
-import type { Messaging } from '../messaging/service.js';
+import { MessageConflictError, type Messaging } from '../messaging/service.js';
 import type { RateLimiter } from '../auth/limiter.js';
 import { deriveMessageId, validateMessage, type IntertalkMessage } from '../protocol/message.js';
 import { domainOf } from '../protocol/address.js';
@@ -78,7 +78,14 @@ export class Inbound {
     const sentAt = v.value.sentAt ?? new Date(now).toISOString();
     // The 2016 format has no id: derive one from the content so a retry is stored once.
     const message: IntertalkMessage = { ...v.value, sentAt, id: v.value.id ?? deriveMessageId({ ...v.value, sentAt: v.value.sentAt ?? '' }) };
-    const res = await this.o.messaging.accept(message, { kind: 'remote', domain: auth.iss, insecure: auth.insecureKeys });
+    let res: Awaited<ReturnType<Messaging['accept']>>;
+    try {
+      res = await this.o.messaging.accept(message, { kind: 'remote', domain: auth.iss, insecure: auth.insecureKeys });
+    } catch (e) {
+      // The sender already used this id for a different message: the peer's error, not ours (was a 500).
+      if (e instanceof MessageConflictError) return err(409, 'id_conflict', e.message);
+      throw e;
+    }
     this.o.onPeerSeen(auth.iss);
     if (!res.replayed) this.o.onAccepted();
     return { status: res.replayed ? 200 : 201, body: { id: message.id, status: res.replayed ? 'duplicate' : 'accepted' } };

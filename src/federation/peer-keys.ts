@@ -185,8 +185,10 @@ export class PeerKeyCache {
 
   /** Asks the peer: /keys/{kid} first, then the /keys set. */
   private async fetchKey(issuer: string, kid: string): Promise<FetchOutcome> {
-    // 1. GET /keys/{kid}
-    const single = await this.tryFetch(issuer, `/keys/${encodeURIComponent(kid)}`);
+    // 1. GET /keys/{kid}. Not for "." and "..": URL parsing removes them as dot segments (even
+    // percent-encoded), so "/keys/.." would fetch the peer's "/". Such kids only come from /keys.
+    const single: Awaited<ReturnType<PeerKeyCache['tryFetch']>> =
+      kid === '.' || kid === '..' ? { kind: 'missing' } : await this.tryFetch(issuer, `/keys/${encodeURIComponent(kid)}`);
     if (single.kind === 'answer') {
       const jwk = sanitisePeerJwk(single.json);
       // A JWK without kid is accepted here: the peer answered for this kid.

@@ -112,14 +112,16 @@ export class FederationVerifier {
     }
 
     // --- replay -------------------------------------------------------------------------------
-    // The standard makes jti optional, so tokens without one are accepted; they are replayable
-    // within their (at most 5 minute) lifetime, which the message id de-duplication absorbs.
-    if (claims.jti !== null) {
+    // The standard makes jti optional. A token without one is bound to its first request by
+    // using the token's own hash as its jti: the same request retried is fine, a different
+    // message under the same token is a replay.
+    {
+      const jti = claims.jti ?? `token:${sha256(token)}`;
       const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
       const requestHash = sha256(Buffer.concat([Buffer.from(`${token}\n`, 'utf8'), body]));
       // The token cannot verify after exp + skew, so the row is not needed after that.
       const expiresAt = Math.ceil(claims.exp * 1000) + this.skewMs;
-      const replay = await this.recordJti(claims.iss, claims.jti, expiresAt, requestHash, now);
+      const replay = await this.recordJti(claims.iss, jti, expiresAt, requestHash, now);
       if (replay) return deny('replayed', 'this token has already been used for a different request');
     }
     await this.cleanupJti(now);
