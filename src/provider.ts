@@ -142,7 +142,13 @@ export class Provider {
     const scheme = this.config.tls ? 'https' : 'http';
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `${scheme}://${host}:${addr.port}`;
-    this.ctx.logger.info({ url, domain: this.config.domain }, 'intertalk provider listening');
+    this.ctx.logger.info({ url, domain: this.config.domain, publicUrl: this.config.publicUrl }, 'intertalk provider listening');
+    if (this.config.domain !== 'localhost' && !this.config.publicUrl.startsWith('https://')) {
+      this.ctx.logger.warn(
+        { publicUrl: this.config.publicUrl },
+        'INTERTALK_PUBLIC_URL is not https: other providers will not federate with this one (set it to the https URL peers reach, or serve TLS)',
+      );
+    }
     return url;
   }
 

@@ -21,11 +21,20 @@ describe('operating the provider', () => {
     assert.match(list.stdout, /^quinn@ops\.test\t/m);
     assert.doesNotMatch(list.stdout, /rob/);
 
-    const srv = await startServe(env);
+    const srv = await startServe({ ...env, INTERTALK_WS_HEARTBEAT: '500ms' });
     try {
       const t = await login(srv.url, 'quinn@ops.test', 'first password');
+      const sock = await Socket.open(srv.url.replace('http', 'ws'), '/messages', JSON.stringify({ token: t.access_token }));
+      await sock.until((f) => f.find((m) => m.type === 'ready'));
       const pw = await runCli(['user', 'passwd', 'quinn'], env, 'second password\n');
       assert.equal(pw.code, 0, pw.stderr);
+      // The running server notices the ended session: the token stops working, the socket closes.
+      assert.equal((await sock.waitClose(10_000)).code, 4003);
+      const deadline = Date.now() + 10_000;
+      while ((await http(srv.url, 'GET', '/me', { token: t.access_token })).status !== 401) {
+        assert.ok(Date.now() < deadline, 'the old access token still works');
+        await new Promise((r) => setTimeout(r, 250));
+      }
       // The old session was ended; the new password works, the old one does not.
       assert.equal((await http(srv.url, 'POST', '/token', { form: { grant_type: 'refresh_token', refresh_token: t.refresh_token } })).status, 400);
       assert.equal((await http(srv.url, 'POST', '/token', { form: { grant_type: 'password', username: 'quinn', password: 'first password' } })).status, 400);
@@ -37,6 +46,10 @@ describe('operating the provider', () => {
     const rm = await runCli(['user', 'remove', 'quinn'], env);
     assert.equal(rm.code, 0, rm.stderr);
     assert.match((await runCli(['user', 'list'], env)).stdout, /no users/);
+    // A removed name is never handed out again: nobody inherits its conversations.
+    const reuse = await runCli(['user', 'add', 'quinn'], env, 'third password\n');
+    assert.equal(reuse.code, 2);
+    assert.match(reuse.stderr, /removed account/);
     const unknown = await runCli(['frobnicate'], env);
     assert.equal(unknown.code, 2);
   });

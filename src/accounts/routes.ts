@@ -13,7 +13,7 @@ export function accountRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (!limit.allowed) throw tooMany('too many sign-ups from this address; try again later', limit.retryAfterMs / 1000);
     try {
       const account = await ctx.accounts.create(body.username, body.password);
-      reply.code(201).header('location', `/users/${encodeURIComponent(account.username)}`);
+      reply.code(201);
       return { username: account.username, address: account.address, createdAt: new Date(account.createdAt).toISOString() };
     } catch (err) {
       if (err instanceof AccountError) {

@@ -69,11 +69,14 @@ export class Accounts {
     if (!u.ok) throw new AccountError('invalid_username', u.message);
     const p = validatePassword(passwordRaw);
     if (!p.ok) throw new AccountError('invalid_password', p.message);
-    if (await this.findByUsername(u.username)) throw new AccountError('username_taken', `username: "${u.username}" is taken`);
+    const prior = await this.db.selectFrom('users').select('removed_at').where('username', '=', u.username).executeTakeFirst();
+    if (prior) {
+      throw new AccountError('username_taken', prior.removed_at === null ? `username: "${u.username}" is taken` : `username: "${u.username}" belonged to a removed account and cannot be reused`);
+    }
     const hash = await argon2.hash(p.password, HASH_OPTIONS);
     const row = await this.db
       .insertInto('users')
-      .values({ username: u.username, password_hash: hash, created_at: this.clock.now() })
+      .values({ username: u.username, password_hash: hash, created_at: this.clock.now(), removed_at: null })
       .onConflict((oc) => oc.column('username').doNothing())
       .returning(['id', 'username', 'created_at'])
       .executeTakeFirst();
@@ -82,7 +85,7 @@ export class Accounts {
   }
 
   async findByUsername(username: string): Promise<Account | null> {
-    const row = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('username', '=', username.toLowerCase()).executeTakeFirst();
+    const row = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('username', '=', username.toLowerCase()).where('removed_at', 'is', null).executeTakeFirst();
     return row ? this.toAccount(row) : null;
   }
 
@@ -91,14 +94,14 @@ export class Accounts {
     const names = addresses.map((a) => a.slice(0, a.lastIndexOf('@')));
     const found: string[] = [];
     for (let i = 0; i < names.length; i += 500) {
-      const rows = await this.db.selectFrom('users').select('username').where('username', 'in', names.slice(i, i + 500)).execute();
+      const rows = await this.db.selectFrom('users').select('username').where('username', 'in', names.slice(i, i + 500)).where('removed_at', 'is', null).execute();
       for (const r of rows) found.push(this.address(r.username));
     }
     return found;
   }
 
   async findById(id: number): Promise<Account | null> {
-    const row = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('id', '=', id).executeTakeFirst();
+    const row = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('id', '=', id).where('removed_at', 'is', null).executeTakeFirst();
     return row ? this.toAccount(row) : null;
   }
 
@@ -117,7 +120,7 @@ export class Accounts {
   async verifyPassword(login: string, password: string): Promise<Account | null> {
     const username = this.normaliseLogin(login);
     const row = username
-      ? await this.db.selectFrom('users').select(['id', 'username', 'created_at', 'password_hash']).where('username', '=', username).executeTakeFirst()
+      ? await this.db.selectFrom('users').select(['id', 'username', 'created_at', 'password_hash']).where('username', '=', username).where('removed_at', 'is', null).executeTakeFirst()
       : undefined;
     if (!row) {
       this.dummyHash ??= argon2.hash('intertalk-timing-equaliser', HASH_OPTIONS);
@@ -129,7 +132,7 @@ export class Accounts {
   }
 
   async list(): Promise<Account[]> {
-    const rows = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).orderBy('username').execute();
+    const rows = await this.db.selectFrom('users').select(['id', 'username', 'created_at']).where('removed_at', 'is', null).orderBy('username').execute();
     return rows.map((r) => this.toAccount(r));
   }
 
@@ -137,13 +140,23 @@ export class Accounts {
     const p = validatePassword(passwordRaw);
     if (!p.ok) throw new AccountError('invalid_password', p.message);
     const hash = await argon2.hash(p.password, HASH_OPTIONS);
-    const res = await this.db.updateTable('users').set({ password_hash: hash }).where('username', '=', username.toLowerCase()).executeTakeFirst();
+    const res = await this.db.updateTable('users').set({ password_hash: hash }).where('username', '=', username.toLowerCase()).where('removed_at', 'is', null).executeTakeFirst();
     if (Number(res.numUpdatedRows) === 0) throw new AccountError('not_found', `no user "${username}"`);
   }
 
-  /** Removes the account and its sessions (cascade). Its messages stay in others' histories. */
+  /**
+   * Removes the account: it can no longer log in, its sessions end, its name is never handed out
+   * again (a newcomer must not inherit its conversations). Its messages stay in others' histories.
+   */
   async remove(username: string): Promise<void> {
-    const res = await this.db.deleteFrom('users').where('username', '=', username.toLowerCase()).executeTakeFirst();
-    if (Number(res.numDeletedRows) === 0) throw new AccountError('not_found', `no user "${username}"`);
+    const name = username.toLowerCase();
+    const done = await this.db.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('users').select('id').where('username', '=', name).where('removed_at', 'is', null).executeTakeFirst();
+      if (!row) return false;
+      await trx.updateTable('users').set({ removed_at: this.clock.now(), password_hash: '!' }).where('id', '=', row.id).execute();
+      await trx.deleteFrom('sessions').where('user_id', '=', row.id).execute();
+      return true;
+    });
+    if (!done) throw new AccountError('not_found', `no user "${username}"`);
   }
 }

@@ -37,11 +37,13 @@ export class OAuthError extends Error {
 }
 
 const ACCESS_PREFIX = 'ita_';
+const RECHECK_MS = 5_000;
 const REFRESH_PREFIX = 'itr_';
 
 export class Auth {
   // Verified access tokens, so the hot path (every POST /messages) skips the database.
   private readonly cache = new Map<string, Principal>();
+  private readonly checkedAt = new Map<string, number>();
   private readonly maxCache = 50_000;
   private readonly revokeListeners = new Set<(sessionId: string) => void>();
 
@@ -132,9 +134,12 @@ export class Auth {
     const now = this.clock.now();
     const cached = this.cache.get(hash);
     if (cached) {
-      if (cached.expiresAt > now) return cached;
+      // Re-checked against the database now and then: a session ended by another process (the
+      // CLI, another instance) stops working within RECHECK_MS.
+      if (cached.expiresAt > now && now - this.checkedAt.get(hash)! < RECHECK_MS) return cached;
       this.cache.delete(hash);
-      return null;
+      this.checkedAt.delete(hash);
+      if (cached.expiresAt <= now) return null;
     }
     const row = await this.db
       .selectFrom('access_tokens')
@@ -142,6 +147,7 @@ export class Auth {
       .innerJoin('users', 'users.id', 'access_tokens.user_id')
       .select(['access_tokens.expires_at', 'access_tokens.session_id', 'sessions.revoked_at', 'users.id', 'users.username'])
       .where('access_tokens.token_hash', '=', hash)
+      .where('users.removed_at', 'is', null)
       .executeTakeFirst();
     if (!row || row.revoked_at !== null || Number(row.expires_at) <= now) return null;
     const principal: Principal = {
@@ -151,8 +157,13 @@ export class Auth {
       sessionId: row.session_id,
       expiresAt: Number(row.expires_at),
     };
-    if (this.cache.size >= this.maxCache) this.cache.delete(this.cache.keys().next().value!);
+    if (this.cache.size >= this.maxCache) {
+      const oldest = this.cache.keys().next().value!;
+      this.cache.delete(oldest);
+      this.checkedAt.delete(oldest);
+    }
     this.cache.set(hash, principal);
+    this.checkedAt.set(hash, now);
     return principal;
   }
 
@@ -187,6 +198,25 @@ export class Auth {
   forgetSession(sessionId: string): void {
     for (const [k, p] of this.cache) if (p.sessionId === sessionId) this.cache.delete(k);
     for (const fn of this.revokeListeners) fn(sessionId);
+  }
+
+  /** Which of these sessions are still valid (not revoked, not expired, account not removed). */
+  async activeSessions(ids: string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    const now = this.clock.now();
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.db
+        .selectFrom('sessions')
+        .innerJoin('users', 'users.id', 'sessions.user_id')
+        .select('sessions.id')
+        .where('sessions.id', 'in', ids.slice(i, i + 500))
+        .where('sessions.revoked_at', 'is', null)
+        .where('sessions.expires_at', '>', now)
+        .where('users.removed_at', 'is', null)
+        .execute();
+      for (const r of rows) out.add(r.id);
+    }
+    return out;
   }
 
   /** Housekeeping: expired access tokens and long-dead sessions. */

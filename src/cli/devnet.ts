@@ -35,6 +35,7 @@ Try it with curl (it must trust that CA and resolve the .test names to 127.0.0.1
   TOKEN=$($C https://${a}:${ports[a]}/token -d grant_type=password -d username=alice -d password=${DEMO_PASSWORD} | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
   $C https://${a}:${ports[a]}/messages -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
      -d '{"to":["alice@${a}","bob@${b}"],"message":"Hello from ${a}"}'
+  sleep 1   # the first delivery to a new peer fetches its keys
   TOKEN_B=$($C https://${b}:${ports[b]}/token -d grant_type=password -d username=bob -d password=${DEMO_PASSWORD} | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
   $C https://${b}:${ports[b]}/conversations -H "Authorization: Bearer $TOKEN_B"
 

@@ -107,6 +107,12 @@ export function parseResolve(raw: string | undefined): Map<string, { host: strin
   return out;
 }
 
+/** Retired keys must outlive in-flight tokens (60 s) and the instances' 30 s key refresh. */
+function atLeast(name: string, ms: number, min: number): number {
+  if (ms < min) throw new ConfigError(`${name}: at least ${min / 1000} s, so tokens signed just before a rotation still verify`);
+  return ms;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const get = (k: string) => {
     const v = env[k];
@@ -166,7 +172,7 @@ export function loadConfig(env: Env = process.env): Config {
       blockedDomains: domainList('INTERTALK_BLOCKED_DOMAINS', get('INTERTALK_BLOCKED_DOMAINS')),
       maxAgeMs: dur('INTERTALK_FEDERATION_MAX_AGE', '3d'),
       requestTimeoutMs: dur('INTERTALK_FEDERATION_TIMEOUT', '15s'),
-      keyGraceMs: dur('INTERTALK_KEY_GRACE', '7d'),
+      keyGraceMs: atLeast('INTERTALK_KEY_GRACE', dur('INTERTALK_KEY_GRACE', '7d'), 120_000),
       sweepIntervalMs: dur('INTERTALK_FEDERATION_SWEEP', '30s'),
       discoveryTtlMs: dur('INTERTALK_DISCOVERY_TTL', '1h'),
       peerConcurrency: parseInteger('INTERTALK_PEER_CONCURRENCY', get('INTERTALK_PEER_CONCURRENCY') ?? '4', 1, 256),

@@ -4,6 +4,7 @@ import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { MessageConflictError, type Messaging } from '../messaging/service.js';
 import type { RateLimiter } from '../auth/limiter.js';
+import type { Accounts } from '../accounts/service.js';
 import { deriveMessageId, validateMessage, type IntertalkMessage } from '../protocol/message.js';
 import { domainOf } from '../protocol/address.js';
 import { decodeJwt } from 'jose';
@@ -25,6 +26,7 @@ export class Inbound {
       domain: string;
       clock: Clock;
       messaging: Messaging;
+      accounts: Accounts;
       verifier: FederationVerifier;
       blocklist: Blocklist;
       maxRecipients: number;
@@ -68,12 +70,11 @@ export class Inbound {
 
     const local = v.value.to.filter((a) => domainOf(a) === this.o.domain);
     if (local.length === 0) return err(403, 'no_local_recipient', `no recipient is at ${this.o.domain}`);
-    const existing = await this.o.db
-      .selectFrom('users')
-      .select('username')
-      .where('username', 'in', local.map((a) => a.slice(0, a.lastIndexOf('@'))))
-      .execute();
-    if (existing.length === 0) return err(403, 'no_local_recipient', `none of the recipients has an account at ${this.o.domain}`);
+    // Like a mail server refusing unknown recipients: every address at our domain must be an
+    // account (a name registered later must not inherit this conversation).
+    const known = new Set(await this.o.accounts.existingAddresses(local));
+    const unknown = local.filter((a) => !known.has(a));
+    if (unknown.length > 0) return err(403, 'no_local_recipient', `no account at ${this.o.domain} for ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
 
     const sentAt = v.value.sentAt ?? new Date(now).toISOString();
     // The 2016 format has no id: derive one from the content so a retry is stored once.

@@ -13,7 +13,11 @@ import type { Discovery } from './discovery.js';
 import { PeerNetworkError, type PeerHttp } from './net.js';
 import { backoffDelay, classifyStatus, parseRetryAfter } from './backoff.js';
 
-const LEASE_MS = 60_000;
+// A drain renews its destination's lease every LEASE_RENEW_MS (and before each attempt), however
+// long an attempt takes; so the lease can be short, and after a crash (kill -9: no release) the
+// restarted process, or another instance, resumes the destination within LEASE_MS.
+const LEASE_MS = 10_000;
+const LEASE_RENEW_MS = 3_000;
 
 export interface OutboxOptions {
   db: Db;
@@ -27,6 +31,8 @@ export interface OutboxOptions {
   sweepIntervalMs: number;
   timeoutMs: number;
   onAttempt?: (outcome: 'delivered' | 'retry' | 'fail') => void;
+  /** Our blocklist: queued deliveries to a domain blocked since are failed, not sent. */
+  isBlocked?: (domain: string) => Promise<boolean>;
 }
 
 export class OutboxWorker {
@@ -126,6 +132,18 @@ export class OutboxWorker {
   private async drain(domain: string): Promise<void> {
     await this.ensurePeer(domain);
     if (!(await this.claim(domain))) return;
+    let lost = false;
+    const renew = async (extra: { last_attempt_at?: number } = {}): Promise<void> => {
+      const res = await this.o.db
+        .updateTable('federation_peers')
+        .set({ lease_until: this.o.clock.now() + LEASE_MS, ...extra })
+        .where('domain', '=', domain)
+        .where('lease_owner', '=', this.instanceId)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) lost = true;
+    };
+    const heartbeat = setInterval(() => void renew().catch((err) => this.o.logger.warn({ err, destination: domain }, 'could not renew the delivery lease')), LEASE_RENEW_MS);
+    heartbeat.unref();
     try {
       while (!this.stopped) {
         const now = this.o.clock.now();
@@ -142,11 +160,20 @@ export class OutboxWorker {
         if (Number(row.next_attempt_at) > now) return; // the head of the queue waits: order is kept
         const ev = { sender: row.sender, messageId: row.messageId, seq: Number(row.seq), conversationId: row.conversation_id, destination: domain };
         if (now - Number(row.created_at) > this.o.maxAgeMs) {
-          await this.finish(row.id, 'failed', `not delivered within ${Math.round(this.o.maxAgeMs / 3_600_000)} h; last error: ${(await this.peerError(domain)) ?? 'none'}`, ev);
+          await this.finish(row.id, 'failed', `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}`, ev);
           continue;
         }
-        // Renew the lease before each attempt; one attempt lasts at most the request timeout.
-        await this.o.db.updateTable('federation_peers').set({ lease_until: now + LEASE_MS, last_attempt_at: now }).where('domain', '=', domain).where('lease_owner', '=', this.instanceId).execute();
+        if (await this.o.isBlocked?.(domain)) {
+          await this.finish(row.id, 'failed', `${domain} is blocked by this provider`, ev);
+          continue;
+        }
+        // Renew the lease before each attempt. If it expired and another instance took it over
+        // (we were stalled for LEASE_MS), stop: that instance now delivers this queue, in order.
+        await renew({ last_attempt_at: now });
+        if (lost) {
+          this.o.logger.warn({ destination: domain }, 'delivery lease lost to another instance; stopping this drain');
+          return;
+        }
         const outcome = await this.attempt(domain, row.sender, row.body);
         this.o.onAttempt?.(outcome.kind);
         await this.o.db.updateTable('outbox').set({ attempts: Number(row.attempts) + 1 }).where('id', '=', row.id).execute();
@@ -162,6 +189,7 @@ export class OutboxWorker {
         }
       }
     } finally {
+      clearInterval(heartbeat);
       await this.release(domain);
     }
   }
@@ -225,10 +253,21 @@ export class OutboxWorker {
     } catch (err) {
       // Look the peer up afresh next time: its delegation may be what changed.
       this.o.discovery.invalidate(domain);
-      const reason = err instanceof PeerNetworkError ? `${domain}: ${err.message}` : `${domain}: ${(err as Error).message ?? String(err)}`;
+      const text = err instanceof Error ? err.message : String(err);
+      const reason = text.startsWith(domain) ? text : `${domain}: ${text}`;
+      // Our own policy (a non-public address, plain http without opt-in) will not change by
+      // retrying: fail now with the reason, rather than after days.
+      if (err instanceof PeerNetworkError && err.policy) return { kind: 'fail', reason };
       return { kind: 'retry', reason, retryAfterMs: null };
     }
   }
+}
+
+function formatAge(ms: number): string {
+  if (ms >= 86_400_000 && ms % 86_400_000 === 0) return `${ms / 86_400_000} d`;
+  if (ms >= 3_600_000) return `${+(ms / 3_600_000).toFixed(1)} h`;
+  if (ms >= 60_000) return `${+(ms / 60_000).toFixed(1)} min`;
+  return `${Math.round(ms / 1000)} s`;
 }
 
 function peerReason(body: Buffer): string {

@@ -84,12 +84,14 @@ export class Federation implements FederationPort {
       sweepIntervalMs: f.sweepIntervalMs,
       timeoutMs: f.requestTimeoutMs,
       onAttempt: (outcome) => ctx.metrics.federationOutbound.inc({ outcome }),
+      isBlocked: (domain) => this.blocklist.isBlocked(domain),
     });
     this.inbound = new Inbound({
       db: storage.db,
       domain: config.domain,
       clock,
       messaging,
+      accounts: ctx.accounts,
       verifier: this.verifier,
       blocklist: this.blocklist,
       maxRecipients: config.maxRecipients,

@@ -69,8 +69,8 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
   app.register(cors, {
     origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
     methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key'],
-    exposedHeaders: ['Retry-After', 'Location'],
+    allowedHeaders: ['Authorization', 'Content-Type'],
+    exposedHeaders: ['Retry-After', 'Intertalk-Replayed'],
     maxAge: 86400,
     strictPreflight: false,
   });

@@ -244,6 +244,19 @@ export class Realtime {
     }
   }
 
+  /** Sessions ended elsewhere (the CLI, another instance) close their sockets here too. */
+  private async closeEndedSessions(): Promise<void> {
+    const ids = new Set<string>();
+    for (const set of this.byAddress.values()) for (const c of set) ids.add(c.principal.sessionId);
+    if (ids.size === 0) return;
+    try {
+      const alive = await this.opts.auth.activeSessions([...ids]);
+      for (const id of ids) if (!alive.has(id)) this.closeSession(id);
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'could not check live sessions');
+    }
+  }
+
   closeSession(sessionId: string): void {
     for (const set of this.byAddress.values()) {
       for (const c of set) if (c.principal.sessionId === sessionId) c.ws.close(CLOSE.sessionRevoked, 'logged out');
@@ -262,6 +275,7 @@ export class Realtime {
   }
 
   private beat(): void {
+    void this.closeEndedSessions();
     for (const set of this.byAddress.values()) {
       for (const c of set) {
         if (!c.alive) {

@@ -10,6 +10,8 @@ export interface UsersTable {
   username: string;
   password_hash: string;
   created_at: number;
+  /** Set when the account is removed: the name stays taken so nobody inherits its history. */
+  removed_at: number | null;
 }
 
 export interface SessionsTable {

@@ -13,6 +13,7 @@ export function initial(dialect: Dialect) {
         .addColumn('username', 'text', (c) => c.notNull().unique())
         .addColumn('password_hash', 'text', (c) => c.notNull())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('removed_at', 'bigint')
         .execute();
 
       await db.schema
