@@ -10,6 +10,7 @@ import type { Auth } from './auth/service.js';
 import type { RateLimiter } from './auth/limiter.js';
 import type { Messaging } from './messaging/service.js';
 import type { Metrics } from './metrics/metrics.js';
+import type { AttachmentRef } from './protocol/rich.js';
 
 /** What the messaging capability needs from federation (implemented in src/federation/). */
 export interface FederationPort {
@@ -33,6 +34,14 @@ export interface DeliveryState {
   insecure: boolean;
 }
 
+/** Files sent with messages (implemented in src/attachments/). */
+export interface AttachmentsPort {
+  /** Completes the client's attachment references (ids of its uploads) for sending. */
+  describe(uploader: string, refs: AttachmentRef[] | Array<{ id: string; name?: string }>): Promise<AttachmentRef[]>;
+  /** The link a plain-intertalk recipient gets in the fallback text. */
+  plainLink(a: AttachmentRef): string;
+}
+
 export interface AppContext {
   config: Config;
   logger: Logger;
@@ -46,4 +55,5 @@ export interface AppContext {
   sendLimiter: RateLimiter;
   federation: FederationPort | null;
   metrics: Metrics;
+  attachments: AttachmentsPort;
 }

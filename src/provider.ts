@@ -18,7 +18,9 @@ import { HttpError } from './http/errors.js';
 import { accountRoutes } from './accounts/routes.js';
 import { authRoutes } from './auth/routes.js';
 import { messagingRoutes } from './messaging/routes.js';
+import { richRoutes } from './messaging/rich-routes.js';
 import { Metrics } from './metrics/metrics.js';
+import { Attachments } from './attachments/service.js';
 import { timingSafeEqual } from 'node:crypto';
 
 export interface ProviderOptions {
@@ -82,6 +84,7 @@ export class Provider {
       registrationLimiter: new MemoryRateLimiter(config.registrationsPerHour, 3_600_000, now),
       sendLimiter: new MemoryRateLimiter(Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000, now),
       federation: null,
+      attachments: new Attachments(storage.db, config.publicUrl),
       metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
     };
     let realtimeRef: Realtime | null = null;
@@ -116,6 +119,7 @@ export class Provider {
     accountRoutes(app, ctx);
     authRoutes(app, ctx);
     messagingRoutes(app, ctx);
+    richRoutes(app, ctx);
 
     app.server.on('upgrade', (req, socket, head) => {
       const path = (req.url ?? '').split('?')[0];

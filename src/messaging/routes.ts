@@ -2,11 +2,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppContext } from '../context.js';
 import { requireUser } from '../auth/routes.js';
 import { bearerToken, intParam, looksLikeJwt } from '../http/app.js';
-import { HttpError, forbidden, notFound, tooMany } from '../http/errors.js';
-import { validateMessage, type IntertalkMessage } from '../protocol/message.js';
+import { HttpError, forbidden, notFound } from '../http/errors.js';
 import { CONVERSATION_ID, conversationId, decodeParticipantsSegment } from '../protocol/conversation.js';
-import { domainOf } from '../protocol/address.js';
-import { MessageConflictError } from './service.js';
+import { submit } from './send.js';
 
 const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 500;
@@ -36,45 +34,10 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     }
 
     const user = await requireUser(ctx, req);
-    const limit = await ctx.sendLimiter.hit(`send:${user.address}`);
-    if (!limit.allowed) throw tooMany('you are sending too fast; slow down', limit.retryAfterMs / 1000);
-
-    const body = (req.body ?? undefined) as Record<string, unknown> | undefined;
-    // The sender may omit `from`; it is always the caller.
-    const input = body && typeof body === 'object' && !Array.isArray(body) && body.from === undefined ? { ...body, from: user.address } : body;
-    const now = ctx.clock.now();
-    const v = validateMessage(input, { now, maxRecipients: config.maxRecipients, skewMs: config.clockSkewMs, requireSentAt: false, requireId: false });
-    if (!v.ok) throw new HttpError(400, v.error, v.message);
-    if (v.value.from !== user.address) throw forbidden(`from: you are ${user.address}, not ${v.value.from}`, 'from_mismatch');
-
-    // A typo must not send a message into the void: local recipients must have accounts.
-    const localOthers = v.value.to.filter((a) => a !== user.address && domainOf(a) === config.domain);
-    if (localOthers.length > 0) {
-      const known = new Set(await ctx.accounts.existingAddresses(localOthers));
-      const unknown = localOthers.filter((a) => !known.has(a));
-      if (unknown.length > 0) throw new HttpError(400, 'unknown_recipient', `no such user: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
-    }
-    const remote = [...new Set(v.value.to.map(domainOf).filter((d) => d !== config.domain))];
-    if (remote.length > 0) {
-      if (!ctx.federation) throw forbidden(`this provider does not federate; ${remote[0]} is not reachable`, 'federation_disabled');
-      for (const d of remote) {
-        const why = await ctx.federation.refusal(d);
-        if (why) throw forbidden(why, 'domain_refused');
-      }
-    }
-
-    const message: IntertalkMessage = { ...v.value, id: v.value.id ?? messaging.newId(), sentAt: v.value.sentAt ?? new Date(now).toISOString() };
-    try {
-      const res = await messaging.accept(message, { kind: 'local' });
-      if (!res.replayed) ctx.metrics.messagesAccepted.inc({ origin: 'local' });
-      if (res.destinations.length > 0) ctx.federation?.enqueued(res.message, res.destinations);
-      reply.code(201).header('content-type', 'application/json; charset=utf-8');
-      if (res.replayed) reply.header('intertalk-replayed', 'true');
-      return res.json;
-    } catch (err) {
-      if (err instanceof MessageConflictError) throw new HttpError(409, 'id_conflict', err.message);
-      throw err;
-    }
+    const res = await submit(ctx, user, req.body);
+    reply.code(201).header('content-type', 'application/json; charset=utf-8');
+    if (res.replayed) reply.header('intertalk-replayed', 'true');
+    return res.json;
   });
 
   // Reference form: GET /messages/{base64url(JSON array of participants)}.

@@ -10,6 +10,7 @@ import { randomId } from '../util/ids.js';
 import { domainOf } from '../protocol/address.js';
 import { canonicalParticipants, conversationId } from '../protocol/conversation.js';
 import type { IntertalkMessage } from '../protocol/message.js';
+import { plainFallback } from '../protocol/rich.js';
 
 export interface StoredMessage extends IntertalkMessage {
   seq: number;
@@ -47,6 +48,8 @@ export class MessageConflictError extends Error {
 export interface ConversationSummary {
   id: string;
   participants: string[];
+  /** The display name set by a participant (rich/1 property message), if any. */
+  title: string | null;
   lastMessage: StoredMessage | null;
   lastSeq: number;
   unread: number;
@@ -70,8 +73,20 @@ function wireBody(m: IntertalkMessage, insecure: boolean): string {
     o.messageFormatted = m.messageFormatted;
     o.format = m.format;
   }
+  if (m.rich !== undefined) o.rich = m.rich;
   if (insecure) o.insecure = true;
   return JSON.stringify(o);
+}
+
+/** A rule of the rich extension was broken (e.g. editing someone else's message). */
+export class RichRuleError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class Messaging {
@@ -103,6 +118,10 @@ export class Messaging {
    * written for every remote domain) or the sending peer's domain (no relaying: no outbox rows).
    */
   async accept(m: IntertalkMessage, origin: { kind: 'local' } | { kind: 'remote'; domain: string; insecure: boolean }): Promise<AcceptResult> {
+    // A delete never carries the content it deletes.
+    if (m.rich?.type === 'delete' && m.rich.reference && m.rich.reference.text !== null) {
+      m = { ...m, rich: { ...m.rich, reference: { ...m.rich.reference, text: null } } };
+    }
     const participants = canonicalParticipants(m.to);
     const convId = conversationId(participants);
     const now = this.clock.now();
@@ -200,12 +219,23 @@ export class Messaging {
         body,
         origin: origin.kind === 'local' ? 'local' : origin.domain,
         insecure: insecure ? 1 : 0,
+        kind: m.rich?.type ?? 'content',
+        ref_sender: m.rich?.reference?.sender ?? null,
+        ref_id: m.rich?.reference?.id ?? null,
       })
       .onConflict((oc) => oc.columns(['sender', 'id']).doNothing())
       .returning('seq')
       .executeTakeFirst();
     if (!inserted) return null;
     const seq = Number(inserted.seq);
+    if (m.rich && m.rich.type !== 'content') await this.applyRich(trx, seq, convId, m);
+    if (m.rich?.attachments?.length) {
+      await trx
+        .insertInto('attachment_refs')
+        .values(m.rich.attachments.map((a) => ({ attachment_id: a.id, conversation_id: convId, message_seq: seq })))
+        .onConflict((oc) => oc.columns(['attachment_id', 'conversation_id', 'message_seq']).doNothing())
+        .execute();
+    }
     await trx.updateTable('conversations').set({ last_seq: seq }).where('id', '=', convId).where('last_seq', '<', seq).execute();
     if (destinations.length > 0) {
       await trx
@@ -230,6 +260,168 @@ export class Messaging {
     return seq;
   }
 
+  // --- rich/1 effects (docs/protocol.md), inside the message's own transaction ----------------
+
+  private async findMessage(trx: Transaction<Database>, sender: string, id: string) {
+    return trx
+      .selectFrom('messages')
+      .select(['seq', 'id', 'sender', 'conversation_id', 'kind', 'ref_sender', 'ref_id', 'body'])
+      .where('sender', '=', sender)
+      .where('id', '=', id)
+      .executeTakeFirst();
+  }
+
+  private async applyRich(trx: Transaction<Database>, seq: number, convId: string, m: IntertalkMessage): Promise<void> {
+    const r = m.rich!;
+    if (r.type === 'property') {
+      await trx
+        .updateTable('conversations')
+        .set({ title: r.property!.value || null, title_seq: seq })
+        .where('id', '=', convId)
+        .where((eb) => eb.or([eb('title_seq', 'is', null), eb('title_seq', '<', seq)]))
+        .execute();
+      return;
+    }
+    const ref = r.reference!;
+    const target = await this.findMessage(trx, ref.sender, ref.id);
+    if (target && target.conversation_id !== convId) throw new RichRuleError(400, 'wrong_conversation', 'rich.reference: that message belongs to another conversation');
+    if (r.type === 'reply') return;
+    if (r.type === 'reaction') {
+      if (target && target.kind !== 'content' && target.kind !== 'reply') throw new RichRuleError(400, 'not_reactable', `rich.reference: a ${target.kind} message takes no reactions`);
+      if (r.reaction!.remove) {
+        await trx.deleteFrom('reactions').where('target_sender', '=', ref.sender).where('target_id', '=', ref.id).where('reactor', '=', m.from).where('emoji', '=', r.reaction!.emoji).execute();
+      } else {
+        await trx
+          .insertInto('reactions')
+          .values({ conversation_id: convId, target_sender: ref.sender, target_id: ref.id, reactor: m.from, emoji: r.reaction!.emoji, seq })
+          .onConflict((oc) => oc.columns(['target_sender', 'target_id', 'reactor', 'emoji']).doNothing())
+          .execute();
+      }
+      return;
+    }
+    // edit / delete: only the original sender (COI rule), whoever relays it.
+    if (ref.sender !== m.from || (target && target.sender !== m.from)) {
+      throw new RichRuleError(403, 'not_your_message', `only ${ref.sender} may ${r.type} that message`);
+    }
+    // Multiple edits refer to the latest version: follow the chain back to the content message.
+    let original = target;
+    for (let i = 0; original && original.kind === 'edit' && original.ref_id && i < 1000; i++) {
+      original = await this.findMessage(trx, original.ref_sender!, original.ref_id);
+    }
+    if (original && original.kind !== 'content' && original.kind !== 'reply') throw new RichRuleError(400, 'not_editable', `rich.reference: a ${original.kind} message cannot be changed`);
+    if (!original) return; // never seen here (history before we joined): nothing to update
+    if (r.type === 'edit') {
+      const text = r.text ?? m.message;
+      await trx
+        .insertInto('message_state')
+        .values({ seq: original.seq, text, formatted: m.messageFormatted ?? null, format: m.format ?? null, edit_count: 1, last_edit_seq: seq, edited_at: m.sentAt, deleted_at: null })
+        .onConflict((oc) =>
+          oc
+            .column('seq')
+            .doUpdateSet((eb) => ({
+              text,
+              formatted: m.messageFormatted ?? null,
+              format: m.format ?? null,
+              edit_count: eb('message_state.edit_count', '+', 1),
+              last_edit_seq: seq,
+              edited_at: m.sentAt,
+            }))
+            .where('message_state.deleted_at', 'is', null),
+        )
+        .execute();
+      return;
+    }
+    await this.applyDelete(trx, Number(original.seq), original.sender, original.id, m.sentAt);
+  }
+
+  /**
+   * A delete removes the content from storage, not just from view: the message keeps a tombstone;
+   * its text is scrubbed from the message, from its edits, and from the quotes that replies and
+   * reactions carry (their fallback text is rebuilt without it). Attachments lose the reference.
+   */
+  private async applyDelete(trx: Transaction<Database>, seq: number, sender: string, id: string, at: string): Promise<void> {
+    await trx
+      .insertInto('message_state')
+      .values({ seq, text: null, formatted: null, format: null, edit_count: 0, last_edit_seq: null, edited_at: null, deleted_at: at })
+      .onConflict((oc) => oc.column('seq').doUpdateSet({ text: null, formatted: null, format: null, deleted_at: at }))
+      .execute();
+    // The message itself and every edit of it (edits of edits too).
+    const scrub = new Set<string>();
+    let frontier: Array<{ sender: string; id: string }> = [{ sender, id }];
+    const targets: Array<{ sender: string; id: string }> = [];
+    while (frontier.length > 0 && targets.length < 10_000) {
+      const next: Array<{ sender: string; id: string }> = [];
+      for (const t of frontier) {
+        targets.push(t);
+        const rows = await trx.selectFrom('messages').select(['seq', 'sender', 'id', 'kind', 'body']).where('ref_sender', '=', t.sender).where('ref_id', '=', t.id).execute();
+        for (const row of rows) {
+          if (row.kind === 'edit') {
+            scrub.add(String(row.seq));
+            next.push({ sender: row.sender, id: row.id });
+          } else if (row.kind === 'reply' || row.kind === 'reaction') {
+            const body = JSON.parse(row.body) as IntertalkMessage;
+            if (body.rich?.reference) {
+              body.rich.reference.text = null;
+              body.message = plainFallback(body.rich);
+              await trx.updateTable('messages').set({ body: JSON.stringify(body) }).where('seq', '=', row.seq).execute();
+            }
+          }
+        }
+      }
+      frontier = next;
+    }
+    scrub.add(String(seq));
+    for (const s of scrub) {
+      const row = await trx.selectFrom('messages').select(['body']).where('seq', '=', Number(s)).executeTakeFirst();
+      if (!row) continue;
+      const body = JSON.parse(row.body) as IntertalkMessage & { deleted?: true };
+      body.message = '';
+      delete body.messageFormatted;
+      delete body.format;
+      if (body.rich) {
+        delete body.rich.text;
+        delete body.rich.attachments;
+        if (body.rich.reference) body.rich.reference.text = null;
+      }
+      body.deleted = true;
+      await trx.updateTable('messages').set({ body: JSON.stringify(body) }).where('seq', '=', Number(s)).execute();
+    }
+    await trx.deleteFrom('attachment_refs').where('message_seq', '=', seq).execute();
+  }
+
+  /** The message at `seq` in a conversation, with what rich actions on it need. */
+  async messageAt(convId: string, seq: number): Promise<{ seq: number; id: string; sender: string; kind: string; deleted: boolean; latestEdit: { id: string; kind: string } | null } | null> {
+    const row = await this.db
+      .selectFrom('messages')
+      .leftJoin('message_state', 'message_state.seq', 'messages.seq')
+      .select(['messages.seq', 'messages.id', 'messages.sender', 'messages.kind', 'message_state.deleted_at', 'message_state.last_edit_seq'])
+      .where('messages.seq', '=', seq)
+      .where('messages.conversation_id', '=', convId)
+      .executeTakeFirst();
+    if (!row) return null;
+    let latestEdit: { id: string; kind: string } | null = null;
+    if (row.last_edit_seq !== null) {
+      const e = await this.db.selectFrom('messages').select(['id', 'kind']).where('seq', '=', Number(row.last_edit_seq)).executeTakeFirst();
+      if (e) latestEdit = e;
+    }
+    return { seq: Number(row.seq), id: row.id, sender: row.sender, kind: row.kind, deleted: row.deleted_at !== null, latestEdit };
+  }
+
+  /** The current text of a message as a reference would quote it (null once deleted). */
+  async referenceFor(convId: string, sender: string, id: string): Promise<{ seq: number; kind: string; text: string | null; sender: string; id: string } | null> {
+    const row = await this.db
+      .selectFrom('messages')
+      .leftJoin('message_state', 'message_state.seq', 'messages.seq')
+      .select(['messages.seq', 'messages.kind', 'messages.body', 'messages.conversation_id', 'message_state.text', 'message_state.deleted_at', 'message_state.edit_count'])
+      .where('messages.sender', '=', sender)
+      .where('messages.id', '=', id)
+      .executeTakeFirst();
+    if (!row || row.conversation_id !== convId) return null;
+    const body = JSON.parse(row.body) as IntertalkMessage;
+    const text = row.deleted_at ? null : row.edit_count ? row.text : (body.rich?.text ?? body.message);
+    return { seq: Number(row.seq), kind: row.kind, text, sender, id };
+  }
+
   async isMember(address: string, convId: string): Promise<boolean> {
     const row = await this.db.selectFrom('conversation_members').select('address').where('conversation_id', '=', convId).where('address', '=', address).executeTakeFirst();
     return !!row;
@@ -244,12 +436,65 @@ export class Messaging {
       if (q.before !== undefined) query = query.where('seq', '<', q.before);
       const rows = await query.orderBy('seq', 'asc').limit(q.limit + 1).execute();
       const page = rows.slice(0, q.limit);
-      return { messages: page.map((r) => JSON.parse(servedJson(Number(r.seq), r.conversation_id, r.body))), hasMore: rows.length > q.limit };
+      return { messages: await this.currentState(convId, page), hasMore: rows.length > q.limit };
     }
     if (q.before !== undefined) query = query.where('seq', '<', q.before);
     const rows = await query.orderBy('seq', 'desc').limit(q.limit + 1).execute();
     const page = rows.slice(0, q.limit).reverse();
-    return { messages: page.map((r) => JSON.parse(servedJson(Number(r.seq), r.conversation_id, r.body))), hasMore: rows.length > q.limit };
+    return { messages: await this.currentState(convId, page), hasMore: rows.length > q.limit };
+  }
+
+  /**
+   * Each message as it stands now: edited text with `edited`/`editedAt`/`editCount`, `deleted`
+   * tombstones, aggregated `reactions` ([{emoji, count, by}]). A client rendering any page (any
+   * suffix of history) shows the right state without having seen earlier events.
+   */
+  private async currentState(convId: string, rows: Array<{ seq: number; conversation_id: string; body: string }>): Promise<StoredMessage[]> {
+    if (rows.length === 0) return [];
+    const seqs = rows.map((r) => Number(r.seq));
+    const states = new Map(
+      (await this.db.selectFrom('message_state').selectAll().where('seq', 'in', seqs).execute()).map((s) => [Number(s.seq), s]),
+    );
+    const messages = rows.map((r) => JSON.parse(servedJson(Number(r.seq), r.conversation_id, r.body)) as StoredMessage & Record<string, unknown>);
+    const reactions = await this.db
+      .selectFrom('reactions')
+      .select(['target_sender', 'target_id', 'emoji', 'reactor', 'seq'])
+      .where('conversation_id', '=', convId)
+      .where('target_id', 'in', messages.map((m) => m.id))
+      .orderBy('seq', 'asc')
+      .execute();
+    const byTarget = new Map<string, Map<string, string[]>>();
+    for (const x of reactions) {
+      const key = `${x.target_sender}\n${x.target_id}`;
+      let emojis = byTarget.get(key);
+      if (!emojis) byTarget.set(key, (emojis = new Map()));
+      const by = emojis.get(x.emoji) ?? [];
+      by.push(x.reactor);
+      emojis.set(x.emoji, by);
+    }
+    for (const m of messages) {
+      const st = states.get(m.seq);
+      if (st?.deleted_at) {
+        m.deleted = true;
+        m.deletedAt = st.deleted_at;
+      } else if (st && st.edit_count > 0) {
+        m.edited = true;
+        m.editedAt = st.edited_at;
+        m.editCount = Number(st.edit_count);
+        m.message = st.text ?? '';
+        if (m.rich) m.rich.text = st.text ?? '';
+        if (st.formatted !== null) {
+          m.messageFormatted = st.formatted;
+          m.format = st.format ?? undefined;
+        } else {
+          delete m.messageFormatted;
+          delete m.format;
+        }
+      }
+      const emojis = byTarget.get(`${m.from}\n${m.id}`);
+      if (emojis && !m.deleted) m.reactions = [...emojis].map(([emoji, by]) => ({ emoji, count: by.length, by }));
+    }
+    return messages;
   }
 
   /** Messages in any of the address's conversations after `afterSeq`, oldest first (stream resume). */
@@ -285,6 +530,7 @@ export class Messaging {
       .select((eb) => [
         'c.id',
         'c.participants',
+        'c.title',
         'c.last_seq',
         'lm.body',
         'r.last_read_seq',
@@ -302,6 +548,7 @@ export class Messaging {
     return rows.map((r) => ({
       id: r.id,
       participants: JSON.parse(r.participants) as string[],
+      title: r.title,
       lastSeq: Number(r.last_seq),
       lastMessage: r.body ? (JSON.parse(servedJson(Number(r.last_seq), r.id, r.body)) as StoredMessage) : null,
       unread: Number(r.unread ?? 0),
@@ -331,6 +578,7 @@ export class Messaging {
     return {
       id: c.id,
       participants: JSON.parse(c.participants),
+      title: c.title,
       lastSeq: Number(c.last_seq),
       lastMessage: last ? JSON.parse(servedJson(Number(c.last_seq), c.id, last.body)) : null,
       unread: Number(unread?.n ?? 0),

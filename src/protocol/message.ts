@@ -3,6 +3,7 @@
 import contentType from 'content-type';
 import { canonicalParticipants } from './conversation.js';
 import { clip, parseAddress } from './address.js';
+import { validateRich, type Rich } from './rich.js';
 
 export interface IntertalkMessage {
   id: string;
@@ -12,6 +13,8 @@ export interface IntertalkMessage {
   message: string;
   messageFormatted?: string;
   format?: string;
+  /** The rich/1 extension (docs/protocol.md); absent on plain messages. */
+  rich?: Rich;
 }
 
 export interface MessageRules {
@@ -122,7 +125,14 @@ export function validateMessage(input: unknown, rules: MessageRules): MessageRes
     return bad('format: given without messageFormatted');
   }
 
-  if (out.message.trim() === '' && out.messageFormatted === undefined) return bad('message: is empty');
+  if (o.rich !== undefined && o.rich !== null) {
+    const r = validateRich(o.rich);
+    if (!r.ok) return r;
+    out.rich = r.value;
+  }
+
+  const hasFiles = (out.rich?.attachments?.length ?? 0) > 0;
+  if (out.message.trim() === '' && out.messageFormatted === undefined && !hasFiles) return bad('message: is empty');
   return { ok: true, value: out };
 }
 

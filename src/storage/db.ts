@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
 import type { Database } from './schema.js';
 import { initial } from './migrations/001_initial.js';
+import { rich } from './migrations/002_rich.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -73,7 +74,7 @@ export async function openStorage(url: string): Promise<Storage> {
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {
-  return { '001_initial': initial(dialect) };
+  return { '001_initial': initial(dialect), '002_rich': rich(dialect) };
 }
 
 /** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */

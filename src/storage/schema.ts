@@ -36,6 +36,8 @@ export interface ConversationsTable {
   participants: string; // JSON array, canonical order
   created_at: number;
   last_seq: number;
+  title: string | null;
+  title_seq: number | null;
 }
 
 export interface ConversationMembersTable {
@@ -54,6 +56,60 @@ export interface MessagesTable {
   body: string; // the intertalk message object as JSON, exactly as served
   origin: string; // 'local' | remote domain
   insecure: number;
+  /** content | reply | reaction | edit | delete | property (docs/protocol.md). */
+  kind: Generated<string>;
+  ref_sender: string | null;
+  ref_id: string | null;
+}
+
+export interface MessageStateTable {
+  seq: number;
+  text: string | null;
+  formatted: string | null;
+  format: string | null;
+  edit_count: Generated<number>;
+  last_edit_seq: number | null;
+  edited_at: string | null;
+  deleted_at: string | null;
+}
+
+export interface ReactionsTable {
+  conversation_id: string;
+  target_sender: string;
+  target_id: string;
+  reactor: string;
+  emoji: string;
+  seq: number;
+}
+
+export interface ReceiptsTable {
+  conversation_id: string;
+  address: string;
+  message_sender: string;
+  message_id: string;
+  message_seq: number | null;
+  read_at: number;
+}
+
+export interface UserSettingsTable {
+  user_id: number;
+  send_read_receipts: number;
+}
+
+export interface AttachmentsTable {
+  id: string;
+  media_type: string;
+  size: number;
+  created_at: number;
+  uploader: string;
+  origin: string;
+  complete: number;
+}
+
+export interface AttachmentRefsTable {
+  attachment_id: string;
+  conversation_id: string;
+  message_seq: number;
 }
 
 export interface ReadMarkersTable {
@@ -128,4 +184,10 @@ export interface Database {
   signing_keys: SigningKeysTable;
   inbound_jti: InboundJtiTable;
   blocked_domains: BlockedDomainsTable;
+  message_state: MessageStateTable;
+  reactions: ReactionsTable;
+  receipts: ReceiptsTable;
+  user_settings: UserSettingsTable;
+  attachments: AttachmentsTable;
+  attachment_refs: AttachmentRefsTable;
 }
