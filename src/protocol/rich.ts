@@ -126,7 +126,7 @@ export function validateRich(v: unknown): { ok: true; value: Rich } | Invalid {
     if (typeof p !== 'object' || p === null || p.name !== 'displayName') return bad('property.name: "displayName"');
     const value = text('property.value', p.value, MAX_NAME);
     if (!value.ok) return value;
-    if (/\p{Cc}/u.test(value.value)) return bad('property.value: no control characters');
+    if (/[\p{Cc}\p{Zl}\p{Zp}]/u.test(value.value)) return bad('property.value: no control characters or line breaks');
     out.property = { name: 'displayName', value: value.value.trim() };
   }
   if (r.attachments !== undefined) {
@@ -143,7 +143,7 @@ export function validateRich(v: unknown): { ok: true; value: Rich } | Invalid {
   return { ok: true, value: out };
 }
 
-const quote = (s: string | null, max = 60) => (s === null ? 'a message' : `“${clip(s.replace(/\s+/g, ' ').trim(), max)}”`);
+const quote = (s: string | null, max = 60) => (s === null ? 'a message' : `“${clip(s.replace(/\s+/g, ' ').trim(), max).replace(/[\uD800-\uDBFF](?=…$)/, '')}”`);
 
 function size(n: number): string {
   return n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
