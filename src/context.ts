@@ -11,6 +11,8 @@ import type { RateLimiter } from './auth/limiter.js';
 import type { Messaging } from './messaging/service.js';
 import type { Metrics } from './metrics/metrics.js';
 import type { AttachmentRef } from './protocol/rich.js';
+import type { Signals } from './signals/service.js';
+import type { SignalBody } from './signals/wire.js';
 
 /** What the messaging capability needs from federation (implemented in src/federation/). */
 export interface FederationPort {
@@ -22,11 +24,13 @@ export interface FederationPort {
   deliveries(seq: number): Promise<DeliveryState[]>;
   /** Policy check before accepting a message from our user for a remote domain. */
   refusal(domain: string): Promise<string | null>;
+  /** signals/1: best effort, only to peers that advertise it (src/signals/federation.ts). */
+  sendSignal?(domain: string, signal: SignalBody): void;
 }
 
 export interface DeliveryState {
   destination: string;
-  state: 'queued' | 'delivered' | 'failed';
+  state: 'queued' | 'delivered' | 'failed' | 'cancelled';
   attempts: number;
   lastError: string | null;
   nextAttemptAt: string | null;
@@ -36,10 +40,17 @@ export interface DeliveryState {
 
 /** Files sent with messages (implemented in src/attachments/). */
 export interface AttachmentsPort {
-  /** Completes the client's attachment references (ids of its uploads) for sending. */
-  describe(uploader: string, refs: AttachmentRef[] | Array<{ id: string; name?: string }>): Promise<AttachmentRef[]>;
-  /** The link a plain-intertalk recipient gets in the fallback text. */
-  plainLink(a: AttachmentRef): string;
+  /**
+   * Completes the client's attachment references ([{id, name?}], ids of its own uploads) for
+   * sending; 400 for anything else. Anything else the client put in a reference is ignored.
+   */
+  describe(uploader: string, refs: unknown): Promise<AttachmentRef[]>;
+  /** A client's `rich` object with its `attachments` completed by describe (otherwise as is). */
+  completeRich(uploader: string, rich: unknown): Promise<unknown>;
+  /** The capability link a plain-intertalk recipient gets in the fallback text. */
+  plainLink(a: AttachmentRef, conversationId: string): string;
+  /** Seed 000: a binary `format` needs base64 `messageFormatted` within the size limit (400/413). */
+  checkInline(m: { messageFormatted?: unknown; format?: unknown }): void;
 }
 
 export interface AppContext {
@@ -56,4 +67,6 @@ export interface AppContext {
   federation: FederationPort | null;
   metrics: Metrics;
   attachments: AttachmentsPort;
+  /** Typing indicators, read receipts and the user's settings for them (src/signals/). */
+  signals: Signals;
 }

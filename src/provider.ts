@@ -21,7 +21,12 @@ import { messagingRoutes } from './messaging/routes.js';
 import { richRoutes } from './messaging/rich-routes.js';
 import { Metrics } from './metrics/metrics.js';
 import { Attachments } from './attachments/service.js';
+import { attachmentRoutes } from './attachments/routes.js';
+import { peersOf } from './attachments/peers.js';
+import { inlineBinaryOnRoute } from './attachments/inline.js';
 import { timingSafeEqual } from 'node:crypto';
+import { Signals } from './signals/service.js';
+import { signalsRoutes } from './signals/routes.js';
 
 export interface ProviderOptions {
   logger?: Logger;
@@ -54,6 +59,7 @@ export class Provider {
     readonly app: FastifyInstance,
     readonly realtime: Realtime,
     private readonly federation: (FederationPort & { start(): void; stop(): Promise<void> }) | null,
+    readonly attachments: Attachments,
   ) {}
 
   static async create(config: Config, opts: ProviderOptions = {}): Promise<Provider> {
@@ -71,7 +77,9 @@ export class Provider {
       perClient: new MemoryRateLimiter(50, 15 * 60_000, now),
     });
     auth.onRevoke((sessionId) => bus.publish({ type: 'session-revoked', sessionId }));
-    const messaging = new Messaging(storage.db, config.domain, clock, bus);
+    const messaging = new Messaging(storage.db, config.domain, clock, bus, () => storage.scrubSoon());
+    const attachments = new Attachments({ db: storage.db, config, clock, bus, logger });
+    await attachments.init();
     const ctx: AppContext = {
       config,
       logger,
@@ -84,8 +92,9 @@ export class Provider {
       registrationLimiter: new MemoryRateLimiter(config.registrationsPerHour, 3_600_000, now),
       sendLimiter: new MemoryRateLimiter(Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000, now),
       federation: null,
-      attachments: new Attachments(storage.db, config.publicUrl),
+      attachments,
       metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
+      signals: new Signals({ db: storage.db, domain: config.domain, clock, bus, logger, skewMs: config.clockSkewMs, outbound: () => ctx.federation }),
     };
     let realtimeRef: Realtime | null = null;
     const app = buildApp(config, logger);
@@ -101,6 +110,9 @@ export class Provider {
     realtimeRef = realtime;
     const federation = opts.federation ? await opts.federation(ctx, app) : null;
     ctx.federation = federation;
+    attachments.usePeers(peersOf(federation, config.domain));
+    // Seed-000 inline files (base64 messageFormatted) may make POST /messages bigger than maxBody.
+    app.addHook('onRoute', inlineBinaryOnRoute(config));
 
     app.get('/healthz', async () => {
       await storage.db.selectFrom('users').select('id').limit(1).execute();
@@ -120,13 +132,15 @@ export class Provider {
     authRoutes(app, ctx);
     messagingRoutes(app, ctx);
     richRoutes(app, ctx);
+    attachmentRoutes(app, ctx, attachments);
+    signalsRoutes(app, ctx);
 
     app.server.on('upgrade', (req, socket, head) => {
       const path = (req.url ?? '').split('?')[0];
       if (path === '/messages' || path === '/messageStream') realtime.handleUpgrade(req, socket, head);
       else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     });
-    return new Provider(ctx, app, realtime, federation);
+    return new Provider(ctx, app, realtime, federation, attachments);
   }
 
   get config(): Config {
@@ -138,6 +152,7 @@ export class Provider {
     await this.app.listen({ host: this.config.listen.host, port: this.config.listen.port });
     this.started = true;
     this.federation?.start();
+    this.attachments.start();
     this.housekeeping = setInterval(() => {
       this.ctx.auth.purgeExpired().catch((err) => this.ctx.logger.warn({ err }, 'token purge failed'));
     }, 10 * 60_000);
@@ -163,6 +178,7 @@ export class Provider {
   /** Graceful shutdown: stop accepting, let in-flight requests finish, close sockets with 1001. */
   async destroy(): Promise<void> {
     if (this.housekeeping) clearInterval(this.housekeeping);
+    await this.attachments.stop();
     await this.federation?.stop();
     await this.realtime.close();
     if (this.started) await this.app.close();

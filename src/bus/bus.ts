@@ -19,11 +19,37 @@ export type BusEvent =
       seq: number;
       conversationId: string;
       destination: string;
-      state: 'queued' | 'delivered' | 'failed';
+      state: 'queued' | 'delivered' | 'failed' | 'cancelled';
       error: string | null;
       insecure: boolean;
     }
   | { type: 'read'; address: string; conversationId: string; lastReadSeq: number }
+  // signals/1 (src/signals/): ephemeral, never stored as messages, never replayed on resume;
+  // delivered to rich-mode sockets only.
+  | {
+      type: 'typing';
+      conversationId: string;
+      from: string;
+      state: 'typing' | 'stopped';
+      /** ISO time after which the indicator is gone unless renewed. */
+      expiresAt: string;
+      /** Local participants to notify (never `from` itself). */
+      recipients: string[];
+    }
+  | {
+      type: 'receipt';
+      conversationId: string;
+      /** The participant who read. */
+      from: string;
+      messageId: string;
+      messageSender: string;
+      /** Our seq of that message, null when it has not reached us. */
+      seq: number | null;
+      readAt: string;
+      /** Local participants to notify (never `from` itself). */
+      recipients: string[];
+    }
+  | { type: 'settings'; address: string; sendReadReceipts: boolean }
   | { type: 'session-revoked'; sessionId: string };
 
 export interface EventBus {

@@ -23,6 +23,10 @@ export interface Config {
   sendRatePerMinute: number;
   /** Accounts one client address may create per hour through POST /users. */
   registrationsPerHour: number;
+  /** Largest file (attachment, or seed-000 base64 `messageFormatted` once decoded), in bytes. */
+  maxAttachment: number;
+  /** Bytes one user may upload as attachments per 24 hours. */
+  attachmentQuota: number;
   wsAuthTimeoutMs: number;
   wsHeartbeatMs: number;
   federation: {
@@ -107,6 +111,11 @@ export function parseResolve(raw: string | undefined): Map<string, { host: strin
   return out;
 }
 
+function within(name: string, n: number, min: number, max: number): number {
+  if (n < min || n > max) throw new ConfigError(`${name}: ${n} is outside ${min}..${max}`);
+  return n;
+}
+
 /** Retired keys must outlive in-flight tokens (60 s) and the instances' 30 s key refresh. */
 function atLeast(name: string, ms: number, min: number): number {
   if (ms < min) throw new ConfigError(`${name}: at least ${min / 1000} s, so tokens signed just before a rotation still verify`);
@@ -164,6 +173,8 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken: get('INTERTALK_METRICS_TOKEN') ?? null,
     sendRatePerMinute: parseInteger('INTERTALK_SEND_RATE', get('INTERTALK_SEND_RATE') ?? '6000', 1, 100_000_000),
     registrationsPerHour: parseInteger('INTERTALK_REGISTRATION_RATE', get('INTERTALK_REGISTRATION_RATE') ?? '30', 1, 100_000_000),
+    maxAttachment: within('INTERTALK_MAX_ATTACHMENT', parseSize('INTERTALK_MAX_ATTACHMENT', get('INTERTALK_MAX_ATTACHMENT') ?? '10MiB'), 1, 1024 * 1024 * 1024),
+    attachmentQuota: parseSize('INTERTALK_ATTACHMENT_QUOTA', get('INTERTALK_ATTACHMENT_QUOTA') ?? '1024MiB'),
     wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),
     wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
     federation: {

@@ -2,7 +2,7 @@
 // (verify.ts), apply policy, store for our own recipients only (never relay).
 import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
-import { MessageConflictError, type Messaging } from '../messaging/service.js';
+import { MessageConflictError, RichRuleError, type Messaging } from '../messaging/service.js';
 import type { RateLimiter } from '../auth/limiter.js';
 import type { Accounts } from '../accounts/service.js';
 import { deriveMessageId, validateMessage, type IntertalkMessage } from '../protocol/message.js';
@@ -85,6 +85,9 @@ export class Inbound {
     } catch (e) {
       // The sender already used this id for a different message: the peer's error, not ours (was a 500).
       if (e instanceof MessageConflictError) return err(409, 'id_conflict', e.message);
+      // A broken rich/1 rule (editing or deleting someone else's message, a reference into
+      // another conversation…): the peer's error, with its status; nothing was stored (was a 500).
+      if (e instanceof RichRuleError) return err(e.status, e.code, e.message);
       throw e;
     }
     this.o.onPeerSeen(auth.iss);

@@ -12,6 +12,7 @@ import type { SigningKeys } from './keys.js';
 import type { Discovery } from './discovery.js';
 import { PeerNetworkError, type PeerHttp } from './net.js';
 import { backoffDelay, classifyStatus, parseRetryAfter } from './backoff.js';
+import { RICH_EXTENSION } from '../protocol/rich.js';
 
 // A drain renews its destination's lease every LEASE_RENEW_MS (and before each attempt), however
 // long an attempt takes; so the lease can be short, and after a crash (kill -9: no release) the
@@ -150,7 +151,8 @@ export class OutboxWorker {
         const row = await this.o.db
           .selectFrom('outbox')
           .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
-          .select(['outbox.id', 'outbox.attempts', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'messages.body'])
+          .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
+          .select(['outbox.id', 'outbox.attempts', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'messages.body', 'message_state.deleted_at'])
           .where('outbox.destination', '=', domain)
           .where('outbox.state', '=', 'queued')
           .orderBy('outbox.id', 'asc')
@@ -161,6 +163,11 @@ export class OutboxWorker {
         const ev = { sender: row.sender, messageId: row.messageId, seq: Number(row.seq), conversationId: row.conversation_id, destination: domain };
         if (now - Number(row.created_at) > this.o.maxAgeMs) {
           await this.finish(row.id, 'failed', `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}`, ev);
+          continue;
+        }
+        if (row.deleted_at) {
+          // Deleted before it left: its content is gone; the delete that follows is enough.
+          await this.finish(row.id, 'cancelled', 'deleted by the sender before delivery', ev);
           continue;
         }
         if (await this.o.isBlocked?.(domain)) {
@@ -219,7 +226,7 @@ export class OutboxWorker {
 
   private async finish(
     id: number,
-    state: 'delivered' | 'failed',
+    state: 'delivered' | 'failed' | 'cancelled',
     error: string | null,
     ev: { sender: string; messageId: string; seq: number; conversationId: string; destination: string },
     insecure = false,
@@ -236,11 +243,14 @@ export class OutboxWorker {
   private async attempt(domain: string, sender: string, body: string): Promise<{ kind: 'delivered'; insecure: boolean } | { kind: 'fail'; reason: string } | { kind: 'retry'; reason: string; retryAfterMs: number | null }> {
     try {
       const peer = await this.o.discovery.resolve(domain);
+      // rich/1 peers get the stored body; any other peer gets the seed-000 message with the
+      // readable fallback only (no `rich`, no other extension fields).
+      const wire = peer.extensions.includes(RICH_EXTENSION) ? body : plainWireBody(body);
       const token = await this.o.keys.sign({ aud: domain, sub: sender });
       const res = await this.o.http.request(`${peer.baseUrl}/messages`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-        body,
+        body: wire,
         timeoutMs: this.o.timeoutMs,
         maxResponseBytes: 64 * 1024,
       });
@@ -261,6 +271,23 @@ export class OutboxWorker {
       return { kind: 'retry', reason, retryAfterMs: null };
     }
   }
+}
+
+/**
+ * The seed-000 form of a stored message body, for a peer that does not advertise rich/1:
+ * {id, from, to, sentAt, message} — `message` already is the readable fallback of a rich action —
+ * plus messageFormatted/format only when they format that same text (a plain or content message
+ * without attachments); on a reply, edit or attachment message they format something else.
+ */
+export function plainWireBody(stored: string): string {
+  const m = JSON.parse(stored) as Record<string, unknown> & { rich?: { text?: unknown } };
+  const o: Record<string, unknown> = { id: m.id, from: m.from, to: m.to, sentAt: m.sentAt, message: m.message };
+  const sameText = m.rich === undefined || m.rich === null || (typeof m.rich.text === 'string' && m.rich.text === m.message);
+  if (typeof m.messageFormatted === 'string' && typeof m.format === 'string' && sameText) {
+    o.messageFormatted = m.messageFormatted;
+    o.format = m.format;
+  }
+  return JSON.stringify(o);
 }
 
 function formatAge(ms: number): string {

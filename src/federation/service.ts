@@ -13,9 +13,12 @@ import { FederationVerifier } from './verify.js';
 import { OutboxWorker } from './outbox.js';
 import { Inbound } from './inbound.js';
 import { Blocklist } from './blocklist.js';
+import { RICH_EXTENSION, SIGNALS_EXTENSION } from '../protocol/rich.js';
+import { SignalsFederation } from '../signals/federation.js';
+import type { SignalBody } from '../signals/wire.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
-export const EXTENSIONS = ['message-id', 'delivery-ping'];
+export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION];
 
 export interface FederationOptions {
   /** Extra trusted CA (PEM) for outbound TLS; for test networks started in one process. */
@@ -30,6 +33,8 @@ export class Federation implements FederationPort {
   readonly verifier: FederationVerifier;
   readonly outbox: OutboxWorker;
   readonly blocklist: Blocklist;
+  /** signals/1: POST /signals from peers, and best-effort signals to peers that advertise it. */
+  readonly signals: SignalsFederation;
   private readonly inbound: Inbound;
 
   constructor(
@@ -101,6 +106,23 @@ export class Federation implements FederationPort {
       onAccepted: () => ctx.metrics.messagesAccepted.inc({ origin: 'federation' }),
       onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
     });
+    this.signals = new SignalsFederation({
+      domain: config.domain,
+      clock,
+      logger,
+      keys: this.keys,
+      discovery: this.discovery,
+      http: this.http,
+      verifier: this.verifier,
+      blocklist: this.blocklist,
+      accounts: ctx.accounts,
+      signals: () => ctx.signals,
+      maxRecipients: config.maxRecipients,
+      skewMs: config.clockSkewMs,
+      timeoutMs: Math.min(f.requestTimeoutMs, 5_000),
+      perPeer: new MemoryRateLimiter(12_000, 60_000, () => clock.now()),
+      perIp: new MemoryRateLimiter(12_000, 60_000, () => clock.now()),
+    });
   }
 
   async init(): Promise<void> {
@@ -139,6 +161,13 @@ export class Federation implements FederationPort {
       }
       return { ok: true, iss: res.iss, insecureKeys: res.insecureKeys, domain: config.domain };
     });
+    // signals/1 from a peer: typing and read receipts (src/signals/federation.ts).
+    app.post('/signals', async (req, reply) => {
+      const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? '';
+      const res = await this.signals.receive({ authorization: req.headers.authorization, rawBody: raw, body: req.body, remoteIp: req.ip });
+      reply.code(res.status).headers(res.headers ?? {});
+      return res.body;
+    });
     app.get('/.well-known/intertalk', async (_req, reply) => {
       reply.header('cache-control', 'public, max-age=3600');
       return ourWellKnown({ publicUrl: config.publicUrl, versions: PROTOCOL_VERSIONS, extensions: EXTENSIONS });
@@ -150,6 +179,7 @@ export class Federation implements FederationPort {
   }
 
   async stop(): Promise<void> {
+    this.signals.stop();
     await this.outbox.stop();
     await this.http.close();
   }
@@ -185,6 +215,10 @@ export class Federation implements FederationPort {
       deliveredAt: r.delivered_at ? new Date(Number(r.delivered_at)).toISOString() : null,
       insecure: insecure.has(r.destination),
     }));
+  }
+
+  sendSignal(domain: string, signal: SignalBody): void {
+    this.signals.send(domain, signal);
   }
 
   async refusal(domain: string): Promise<string | null> {

@@ -59,7 +59,8 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     }
     if (b.attachments !== undefined) {
       if (!Array.isArray(b.attachments)) throw new HttpError(400, 'invalid_request', 'attachments: an array of {id, name}');
-      rich.attachments = b.attachments.map((a) => ({ ...(a as object), mediaType: 'application/octet-stream', size: 0, url: 'https://placeholder.invalid/' }));
+      // [{id, name}] of the caller's uploads (POST /attachments); send.ts completes them.
+      rich.attachments = b.attachments;
     }
     const extra: Record<string, unknown> = {};
     if (b.id !== undefined) extra.id = b.id;

@@ -86,6 +86,8 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (body.seq !== undefined && !(Number.isSafeInteger(body.seq) && (body.seq as number) >= 0)) throw new HttpError(400, 'invalid_request', 'seq: must be a non-negative integer');
     const last = await messaging.markRead(user.address, convParam(req), body.seq as number | undefined);
     if (last === null) throw notFound('no such conversation');
+    // signals/1: the receipt (the last message read), told to the others unless turned off.
+    await ctx.signals.read(user.address, convParam(req), last);
     return { conversationId: convParam(req), lastReadSeq: last };
   });
 

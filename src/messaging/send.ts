@@ -22,6 +22,8 @@ export async function submit(ctx: AppContext, user: Principal, raw: unknown): Pr
   if (body.from === undefined) body.from = user.address;
   let rich: Rich | undefined;
   if (body.rich !== undefined && body.rich !== null) {
+    // Attachments come as [{id, name}] of the sender's uploads; the rest is ours to fill in.
+    body.rich = await ctx.attachments.completeRich(user.address, body.rich);
     const r = validateRich(body.rich);
     if (!r.ok) throw new HttpError(400, r.error, r.message);
     rich = r.value;
@@ -34,6 +36,7 @@ export async function submit(ctx: AppContext, user: Principal, raw: unknown): Pr
   if (!v.ok) throw new HttpError(400, v.error, v.message);
   const value = v.value;
   if (value.from !== user.address) throw forbidden(`from: you are ${user.address}, not ${value.from}`, 'from_mismatch');
+  ctx.attachments.checkInline(value);
 
   // A typo must not send a message into the void: local recipients must have accounts.
   const localOthers = value.to.filter((a) => a !== user.address && domainOf(a) === config.domain);
@@ -59,8 +62,7 @@ export async function submit(ctx: AppContext, user: Principal, raw: unknown): Pr
       if (!ref) throw notFound('rich.reference: no such message in this conversation', 'unknown_message');
       rich.reference = { id: ref.id, sender: ref.sender, type: ref.kind as Rich['type'], text: rich.type === 'delete' ? null : ref.text };
     }
-    if (rich.attachments) rich.attachments = await ctx.attachments.describe(user.address, rich.attachments);
-    value.message = plainFallback(rich, (a) => ctx.attachments.plainLink(a));
+    value.message = plainFallback(rich, (a) => ctx.attachments.plainLink(a, convId));
     if (value.message.trim() === '' && !(rich.attachments?.length)) throw new HttpError(400, 'invalid_message', 'message: is empty');
   }
 

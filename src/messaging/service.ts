@@ -78,6 +78,30 @@ function wireBody(m: IntertalkMessage, insecure: boolean): string {
   return JSON.stringify(o);
 }
 
+/**
+ * Is a retried (sender, id) the same message? Rich messages compare what the sender wrote, not
+ * the fallback (its quote may have changed through an edit since); a deleted original matches.
+ */
+function sameContent(prior: IntertalkMessage & { deleted?: true }, m: IntertalkMessage): boolean {
+  if (prior.deleted) return true;
+  if (prior.rich || m.rich) {
+    const a = prior.rich;
+    const b = m.rich;
+    if (!a || !b) return false;
+    return (
+      a.type === b.type &&
+      (a.text ?? null) === (b.text ?? null) &&
+      a.reference?.id === b.reference?.id &&
+      a.reference?.sender === b.reference?.sender &&
+      a.reaction?.emoji === b.reaction?.emoji &&
+      !!a.reaction?.remove === !!b.reaction?.remove &&
+      a.property?.value === b.property?.value &&
+      JSON.stringify((a.attachments ?? []).map((x) => x.id)) === JSON.stringify((b.attachments ?? []).map((x) => x.id))
+    );
+  }
+  return prior.message === m.message && (prior.messageFormatted ?? null) === (m.messageFormatted ?? null) && (prior.format ?? null) === (m.format ?? null);
+}
+
 /** A rule of the rich extension was broken (e.g. editing someone else's message). */
 export class RichRuleError extends Error {
   constructor(
@@ -103,6 +127,8 @@ export class Messaging {
     private readonly domain: string,
     private readonly clock: Clock,
     private readonly bus: EventBus,
+    /** Called after a delete committed: storage scrubs lingering copies. */
+    private readonly onContentRemoved: () => void = () => undefined,
   ) {}
 
   newId(): string {
@@ -124,6 +150,14 @@ export class Messaging {
     }
     const participants = canonicalParticipants(m.to);
     const convId = conversationId(participants);
+    // A peer's quote of a message we hold is replaced by our own copy: quotes cannot be forged.
+    if (origin.kind === 'remote' && m.rich?.reference && m.rich.type !== 'delete') {
+      const ours = await this.referenceFor(convId, m.rich.reference.sender, m.rich.reference.id);
+      if (ours && ours.text !== m.rich.reference.text) {
+        const rich = { ...m.rich, reference: { ...m.rich.reference, text: ours.text } };
+        m = { ...m, rich, message: plainFallback(rich) };
+      }
+    }
     const now = this.clock.now();
     const insecure = origin.kind === 'remote' && origin.insecure;
     const body = wireBody({ ...m, to: participants }, insecure);
@@ -135,14 +169,13 @@ export class Messaging {
 
     if (result === null) {
       const existing = await this.db.selectFrom('messages').select(['seq', 'conversation_id', 'body']).where('sender', '=', m.from).where('id', '=', m.id).executeTakeFirstOrThrow();
-      const prior = JSON.parse(existing.body) as IntertalkMessage;
-      const same =
-        existing.conversation_id === convId && prior.message === m.message && (prior.messageFormatted ?? null) === (m.messageFormatted ?? null) && (prior.format ?? null) === (m.format ?? null);
-      if (!same) throw new MessageConflictError(m.id);
+      const prior = JSON.parse(existing.body) as IntertalkMessage & { deleted?: true };
+      if (existing.conversation_id !== convId || !sameContent(prior, m)) throw new MessageConflictError(m.id);
       const json = servedJson(Number(existing.seq), existing.conversation_id, existing.body);
       return { message: JSON.parse(json) as StoredMessage, replayed: true, json, destinations: [] };
     }
 
+    if (m.rich?.type === 'delete') this.onContentRemoved();
     const json = servedJson(result, convId, body);
     const localRecipients = participants.filter((p) => this.isLocal(p));
     this.bus.publish({ type: 'message', seq: result, conversationId: convId, recipients: localRecipients, json });
@@ -285,9 +318,16 @@ export class Messaging {
     const ref = r.reference!;
     const target = await this.findMessage(trx, ref.sender, ref.id);
     if (target && target.conversation_id !== convId) throw new RichRuleError(400, 'wrong_conversation', 'rich.reference: that message belongs to another conversation');
+    if (target && (r.type === 'reply' || r.type === 'reaction')) {
+      // Replies and reactions go to content, whose quote a later delete can scrub everywhere.
+      if (target.kind !== 'content' && target.kind !== 'reply') throw new RichRuleError(400, r.type === 'reply' ? 'not_repliable' : 'not_reactable', `rich.reference: a ${target.kind} message takes no ${r.type === 'reply' ? 'replies' : 'reactions'}`);
+      if (r.type === 'reaction') {
+        const state = await trx.selectFrom('message_state').select('deleted_at').where('seq', '=', target.seq).executeTakeFirst();
+        if (state?.deleted_at) throw new RichRuleError(409, 'deleted', 'rich.reference: that message was deleted');
+      }
+    }
     if (r.type === 'reply') return;
     if (r.type === 'reaction') {
-      if (target && target.kind !== 'content' && target.kind !== 'reply') throw new RichRuleError(400, 'not_reactable', `rich.reference: a ${target.kind} message takes no reactions`);
       if (r.reaction!.remove) {
         await trx.deleteFrom('reactions').where('target_sender', '=', ref.sender).where('target_id', '=', ref.id).where('reactor', '=', m.from).where('emoji', '=', r.reaction!.emoji).execute();
       } else {

@@ -4,7 +4,8 @@
 // message in the user's conversations arrives as a text frame holding the message object itself.
 // Opt-in "rich" mode: the first frame is a JSON object {"token", "since"?}; the server replays
 // everything after `since` (no gap, no duplicate), then streams live events as typed envelopes
-// ({"type":"message"|"delivery"|"read"|"ready", …}). See docs/api.md.
+// ({"type":"message"|"delivery"|"read"|"ready", …}). See docs/api.md. Ephemeral signals/1 events
+// ({"type":"typing"|"receipt"|"settings"}) go to rich-mode sockets only and are never replayed.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
@@ -238,9 +239,40 @@ export class Realtime {
         for (const c of set) if (c.rich) this.send(c, frame);
         break;
       }
+      // signals/1: ephemeral, to rich-mode sockets only (a bare reference-mode client gets
+      // nothing but messages); not seq-numbered, so never buffered for or replayed by resume.
+      case 'typing': {
+        const frame = JSON.stringify({ type: 'typing', conversationId: e.conversationId, from: e.from, state: e.state, expiresAt: e.expiresAt });
+        this.sendRich(e.recipients, frame);
+        break;
+      }
+      case 'receipt': {
+        const frame = JSON.stringify({
+          type: 'receipt',
+          conversationId: e.conversationId,
+          from: e.from,
+          messageId: e.messageId,
+          messageSender: e.messageSender,
+          seq: e.seq,
+          readAt: e.readAt,
+        });
+        this.sendRich(e.recipients, frame);
+        break;
+      }
+      case 'settings':
+        this.sendRich([e.address], JSON.stringify({ type: 'settings', sendReadReceipts: e.sendReadReceipts }));
+        break;
       case 'session-revoked':
         this.closeSession(e.sessionId);
         break;
+    }
+  }
+
+  private sendRich(addresses: string[], frame: string): void {
+    for (const address of new Set(addresses)) {
+      const set = this.byAddress.get(address);
+      if (!set) continue;
+      for (const c of set) if (c.rich) this.send(c, frame);
     }
   }
 

@@ -11,6 +11,11 @@ export type Db = Kysely<Database>;
 export interface Storage {
   db: Db;
   dialect: Dialect;
+  /**
+   * Content was deleted: make sure no copy lingers in the files (SQLite's write-ahead log keeps
+   * old page images until a checkpoint). Debounced, best effort.
+   */
+  scrubSoon(): void;
   close(): Promise<void>;
 }
 
@@ -28,15 +33,19 @@ export function parseDatabaseUrl(url: string): { dialect: Dialect; target: strin
 export async function openStorage(url: string): Promise<Storage> {
   const { dialect, target } = parseDatabaseUrl(url);
   let db: Db;
+  let sqliteConn: import('better-sqlite3').Database | null = null;
   if (dialect === 'sqlite') {
     const { default: SQLite } = await import('better-sqlite3');
     if (target !== ':memory:') mkdirSync(dirname(resolve(target)), { recursive: true });
     const conn = new SQLite(target);
+    sqliteConn = conn;
     // WAL + NORMAL sync: durable across process crashes (kill -9), one fsync per checkpoint.
     conn.pragma('journal_mode = WAL');
     conn.pragma('synchronous = NORMAL');
     conn.pragma('foreign_keys = ON');
     conn.pragma('busy_timeout = 5000');
+    // Deleted message text is overwritten, not just unlinked (see scrubSoon for the WAL).
+    conn.pragma('secure_delete = ON');
     // Kysely prepares every query anew; better-sqlite3 statements are reusable, so keep them
     // by SQL text (the hot path runs a handful of distinct statements).
     const statements = new Map<string, ReturnType<typeof conn.prepare>>();
@@ -70,7 +79,29 @@ export async function openStorage(url: string): Promise<Storage> {
       await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
     }
   }
-  return { db, dialect, close: () => db.destroy() };
+  let timer: NodeJS.Timeout | null = null;
+  const scrubSoon = () => {
+    if (!sqliteConn || timer) return;
+    const conn = sqliteConn;
+    timer = setTimeout(() => {
+      timer = null;
+      try {
+        conn.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // busy (a transaction is open): the next delete, or SQLite's own checkpoint, does it
+      }
+    }, 200);
+    timer.unref();
+  };
+  return {
+    db,
+    dialect,
+    scrubSoon,
+    close: async () => {
+      if (timer) clearTimeout(timer);
+      await db.destroy();
+    },
+  };
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {

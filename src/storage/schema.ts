@@ -89,6 +89,8 @@ export interface ReceiptsTable {
   message_id: string;
   message_seq: number | null;
   read_at: number;
+  /** 0: one of our users read with receipts turned off (kept, shown to nobody); 1 otherwise. */
+  shared: Generated<number>;
 }
 
 export interface UserSettingsTable {
@@ -103,7 +105,43 @@ export interface AttachmentsTable {
   created_at: number;
   uploader: string;
   origin: string;
-  complete: number;
+  complete: Generated<number>;
+  /** The bytes (BLOB on SQLite, BYTEA on PostgreSQL). */
+  data: Buffer;
+  touched_at: number;
+  referenced: Generated<number>;
+}
+
+export interface AttachmentUploadsTable {
+  attachment_id: string;
+  uploader: string;
+  media_type: string;
+  name: string | null;
+  size: number;
+  created_at: number;
+}
+
+export interface AttachmentFetchesTable {
+  attachment_id: string;
+  domain: string;
+  url: string;
+  media_type: string;
+  size: number;
+  sender: string;
+  recipient: string;
+  state: string; // 'pending' | 'done' | 'failed'
+  attempts: Generated<number>;
+  next_attempt_at: number;
+  lease_until: number | null;
+  last_error: string | null;
+  created_at: number;
+  fetched_at: number | null;
+}
+
+export interface AttachmentLinkKeysTable {
+  id: string;
+  secret: string;
+  created_at: number;
 }
 
 export interface AttachmentRefsTable {
@@ -124,7 +162,7 @@ export interface OutboxTable {
   message_seq: number;
   destination: string;
   recipients: string; // JSON array of addresses at the destination
-  state: string; // 'queued' | 'delivered' | 'failed'
+  state: string; // 'queued' | 'delivered' | 'failed' | 'cancelled'
   attempts: number;
   created_at: number;
   next_attempt_at: number;
@@ -190,4 +228,7 @@ export interface Database {
   user_settings: UserSettingsTable;
   attachments: AttachmentsTable;
   attachment_refs: AttachmentRefsTable;
+  attachment_uploads: AttachmentUploadsTable;
+  attachment_fetches: AttachmentFetchesTable;
+  attachment_link_keys: AttachmentLinkKeysTable;
 }

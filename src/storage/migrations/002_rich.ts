@@ -3,7 +3,7 @@ import type { Dialect } from '../db.js';
 
 // Rich conversations (docs/protocol.md): message kinds and references, edit/delete state,
 // reactions, conversation names, receipts of remote participants, user settings, attachments.
-export function rich(_dialect: Dialect) {
+export function rich(dialect: Dialect) {
   return {
     async up(db: Kysely<any>): Promise<void> {
       await db.schema.alterTable('messages').addColumn('kind', 'text', (c) => c.notNull().defaultTo('content')).execute();
@@ -41,6 +41,7 @@ export function rich(_dialect: Dialect) {
       await db.schema.alterTable('conversations').addColumn('title_seq', 'bigint').execute();
 
       // Read receipts of every participant (ours and remote), by message id: seq is local.
+      // `shared` = 0: one of our users read with receipts turned off; kept, shown to nobody.
       await db.schema
         .createTable('receipts')
         .addColumn('conversation_id', 'text', (c) => c.notNull().references('conversations.id').onDelete('cascade'))
@@ -49,6 +50,7 @@ export function rich(_dialect: Dialect) {
         .addColumn('message_id', 'text', (c) => c.notNull())
         .addColumn('message_seq', 'bigint')
         .addColumn('read_at', 'bigint', (c) => c.notNull())
+        .addColumn('shared', 'integer', (c) => c.notNull().defaultTo(1))
         .addPrimaryKeyConstraint('receipts_pk', ['conversation_id', 'address'])
         .execute();
 
@@ -58,7 +60,8 @@ export function rich(_dialect: Dialect) {
         .addColumn('send_read_receipts', 'integer', (c) => c.notNull().defaultTo(1))
         .execute();
 
-      // Content-addressed files: id = SHA-256 (hex) of the bytes.
+      // Content-addressed files: id = SHA-256 (hex) of the bytes, which live here too (every
+      // instance of the provider serves them). A row exists only once its bytes are stored.
       await db.schema
         .createTable('attachments')
         .addColumn('id', 'text', (c) => c.primaryKey())
@@ -68,6 +71,55 @@ export function rich(_dialect: Dialect) {
         .addColumn('uploader', 'text', (c) => c.notNull())
         .addColumn('origin', 'text', (c) => c.notNull()) // 'local' or the peer domain it came from
         .addColumn('complete', 'integer', (c) => c.notNull().defaultTo(1))
+        // Last upload or send of these bytes: blobs without refs are purged an hour after it.
+        .addColumn('touched_at', 'bigint', (c) => c.notNull())
+        // 1 once a stored message referenced it (and not touched since): purged as soon as no
+        // ref remains (a delete), not an hour later.
+        .addColumn('referenced', 'integer', (c) => c.notNull().defaultTo(0))
+        // Last, so SQLite reads the other columns without walking the blob's overflow pages.
+        .addColumn('data', dialect === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
+        .execute();
+      // Who uploaded which file (the same bytes from two users are stored once): the uploader
+      // may send and download it; the per-user daily quota counts these rows.
+      await db.schema
+        .createTable('attachment_uploads')
+        .addColumn('attachment_id', 'text', (c) => c.notNull())
+        .addColumn('uploader', 'text', (c) => c.notNull())
+        .addColumn('media_type', 'text', (c) => c.notNull())
+        .addColumn('name', 'text')
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('attachment_uploads_pk', ['attachment_id', 'uploader'])
+        .execute();
+      await db.schema.createIndex('attachment_uploads_uploader').on('attachment_uploads').columns(['uploader', 'created_at']).execute();
+      // Files of peers' messages: fetched from the sending provider (in the background, retried,
+      // or on demand). state 'done' also proves that peer holds the bytes, which is what lets our
+      // users download our copy through that peer's messages.
+      await db.schema
+        .createTable('attachment_fetches')
+        .addColumn('attachment_id', 'text', (c) => c.notNull())
+        .addColumn('domain', 'text', (c) => c.notNull())
+        .addColumn('url', 'text', (c) => c.notNull())
+        .addColumn('media_type', 'text', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('sender', 'text', (c) => c.notNull())
+        .addColumn('recipient', 'text', (c) => c.notNull()) // one of our users: `sub` of our token
+        .addColumn('state', 'text', (c) => c.notNull()) // pending | done | failed
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+        .addColumn('lease_until', 'bigint')
+        .addColumn('last_error', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('fetched_at', 'bigint')
+        .addPrimaryKeyConstraint('attachment_fetches_pk', ['attachment_id', 'domain'])
+        .execute();
+      await db.schema.createIndex('attachment_fetches_due').on('attachment_fetches').columns(['state', 'next_attempt_at']).execute();
+      // The HMAC secret of capability links (plain peers' recipients), created once.
+      await db.schema
+        .createTable('attachment_link_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('secret', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
       // Which conversations an attachment was sent in: access control for downloads.
       await db.schema
@@ -78,6 +130,7 @@ export function rich(_dialect: Dialect) {
         .addPrimaryKeyConstraint('attachment_refs_pk', ['attachment_id', 'conversation_id', 'message_seq'])
         .execute();
       await db.schema.createIndex('attachment_refs_conversation').on('attachment_refs').column('conversation_id').execute();
+      await db.schema.createIndex('attachment_refs_message').on('attachment_refs').column('message_seq').execute();
     },
     async down(): Promise<void> {
       throw new Error('downgrades are not supported');
