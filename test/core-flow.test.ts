@@ -66,6 +66,9 @@ describe('live chat on one provider', () => {
     assert.equal(read.body.lastReadSeq, c.lastSeq);
     const after = await http(p.url, 'GET', '/conversations', { token: erin.token });
     assert.equal(after.body.conversations[0].unread, 0);
+    // The others see how far erin has read (her receipts are on by default).
+    const seenByCarol = await http(p.url, 'GET', '/conversations', { token: carol.token });
+    assert.deepEqual(seenByCarol.body.conversations[0].receipts, [{ address: erin.address, seq: c.lastSeq }]);
     const forbidden = await http(p.url, 'GET', `/conversations/${c.id}/messages`, { token: outsider.token });
     assert.equal(forbidden.status, 404);
     for (const s of socks) s.close();

@@ -56,7 +56,9 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     const user = await requireUser(ctx, req);
     const q = pageQuery(req);
     const conversations = await messaging.conversations(user.address, { before: q.before, limit: q.limit });
-    return { conversations };
+    // How far each other participant has read (their shared receipts), for read marks in lists.
+    const receipts = await ctx.signals.receiptSeqs(user.address, conversations.map((c) => c.id));
+    return { conversations: conversations.map((c) => ({ ...c, receipts: receipts.get(c.id) ?? [] })) };
   });
 
   function convParam(req: FastifyRequest): string {
