@@ -112,8 +112,9 @@ describe('rich/1 actions on one provider', () => {
     // Reacting twice with the same emoji counts once.
     assert.equal((await http(p.url, 'POST', path(`/messages/${original.seq}/reactions`), { token: bob.token, json: { emoji: '👍' } })).status, 201);
     let m = await bySeq(original.seq);
+    // Sorted by emoji, then reactor: the same on every provider, whatever the arrival order.
     assert.deepEqual(m.reactions, [
-      { emoji: '❤️', count: 2, by: [bob.address, alice.address] },
+      { emoji: '❤️', count: 2, by: [alice.address, bob.address] },
       { emoji: '👍', count: 1, by: [bob.address] },
     ]);
 
@@ -300,6 +301,29 @@ describe('rich/1 actions on one provider', () => {
     const kinds = expected.map((e) => e[2]);
     assert.deepEqual(kinds, ['content', 'reply', 'reaction', 'reaction', 'reaction', 'reaction', 'reaction', 'reaction', 'edit', 'edit', 'reply', 'delete', 'reply', 'property', 'property']);
     assert.equal(messagesOf(cSock).length, 0, 'the outsider received nothing');
+  });
+});
+
+describe('concurrent renames', () => {
+  test('the latest sentAt wins on every provider, whatever order renames arrive in', async () => {
+    const p = await startProvider();
+    try {
+      const alice = await user(p.url, 'alice');
+      const bob = await user(p.url, 'bob');
+      const to = [alice.address, bob.address];
+      const first = await send(p.url, alice.token, to, 'hi');
+      const conv = first.body.conversationId;
+      const now = Date.now();
+      const later = await http(p.url, 'POST', '/messages', { token: alice.token, json: { to, rich: { type: 'property', property: { name: 'displayName', value: 'Later name' } }, sentAt: new Date(now).toISOString() } });
+      assert.equal(later.status, 201, JSON.stringify(later.body));
+      // Written earlier (as on a provider where it arrived first), stored after it here.
+      const earlier = await http(p.url, 'POST', '/messages', { token: bob.token, json: { to, rich: { type: 'property', property: { name: 'displayName', value: 'Earlier name' } }, sentAt: new Date(now - 60_000).toISOString() } });
+      assert.equal(earlier.status, 201, JSON.stringify(earlier.body));
+      const c = await http(p.url, 'GET', `/conversations/${conv}`, { token: bob.token });
+      assert.equal(c.body.title, 'Later name');
+    } finally {
+      await p.stop();
+    }
   });
 });
 

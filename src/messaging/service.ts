@@ -307,11 +307,13 @@ export class Messaging {
   private async applyRich(trx: Transaction<Database>, seq: number, convId: string, m: IntertalkMessage): Promise<void> {
     const r = m.rich!;
     if (r.type === 'property') {
+      const at = Date.parse(m.sentAt);
+      const key = `${m.from}\n${m.id}`;
       await trx
         .updateTable('conversations')
-        .set({ title: r.property!.value || null, title_seq: seq })
+        .set({ title: r.property!.value || null, title_seq: seq, title_at: at, title_key: key })
         .where('id', '=', convId)
-        .where((eb) => eb.or([eb('title_seq', 'is', null), eb('title_seq', '<', seq)]))
+        .where((eb) => eb.or([eb('title_at', 'is', null), eb('title_at', '<', at), eb.and([eb('title_at', '=', at), eb('title_key', '<', key)])]))
         .execute();
       return;
     }
@@ -501,7 +503,7 @@ export class Messaging {
       .select(['target_sender', 'target_id', 'emoji', 'reactor', 'seq'])
       .where('conversation_id', '=', convId)
       .where('target_id', 'in', messages.map((m) => m.id))
-      .orderBy('seq', 'asc')
+      .orderBy('emoji').orderBy('reactor')
       .execute();
     const byTarget = new Map<string, Map<string, string[]>>();
     for (const x of reactions) {

@@ -38,6 +38,8 @@ export interface ConversationsTable {
   last_seq: number;
   title: string | null;
   title_seq: number | null;
+  title_at: number | null;
+  title_key: string | null;
 }
 
 export interface ConversationMembersTable {

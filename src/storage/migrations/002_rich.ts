@@ -39,6 +39,10 @@ export function rich(dialect: Dialect) {
 
       await db.schema.alterTable('conversations').addColumn('title', 'text').execute();
       await db.schema.alterTable('conversations').addColumn('title_seq', 'bigint').execute();
+      // Which rename wins is decided the same way on every provider: latest sentAt, then the
+      // larger "sender\nid" — not local arrival order, which differs between providers.
+      await db.schema.alterTable('conversations').addColumn('title_at', 'bigint').execute();
+      await db.schema.alterTable('conversations').addColumn('title_key', 'text').execute();
 
       // Read receipts of every participant (ours and remote), by message id: seq is local.
       // `shared` = 0: one of our users read with receipts turned off; kept, shown to nobody.
