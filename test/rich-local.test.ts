@@ -5,40 +5,31 @@
 // references into another conversation.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { startProvider, http, user, send, Socket, type Started } from './helpers/harness.js';
+import type { Kysely } from 'kysely';
+import { startProvider, http, user, send, Socket, tempDir, type Started } from './helpers/harness.js';
+import { sqliteUrl } from './helpers/database.js';
 
 type U = Awaited<ReturnType<typeof user>>;
 
-/** Every text value stored anywhere in the database, with where it is. */
-function scanDatabase(dir: string, needle: string): string[] {
-  const db = new Database(join(dir, 'intertalk.db'), { readonly: true, fileMustExist: true });
-  try {
-    const hits: string[] = [];
-    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as Array<{ name: string }>;
-    for (const { name } of tables) {
-      for (const row of db.prepare(`SELECT * FROM "${name}"`).all() as Array<Record<string, unknown>>) {
-        for (const [col, v] of Object.entries(row)) {
-          const s = typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : '';
-          if (s.includes(needle)) hits.push(`${name}.${col}: ${s.slice(0, 200)}`);
-        }
+/** Every text value stored anywhere in the provider's database (SQLite or PostgreSQL), with where it is. */
+async function scanDatabase(p: Started, needle: string): Promise<string[]> {
+  const db = p.provider.ctx.storage.db as unknown as Kysely<any>;
+  const hits: string[] = [];
+  for (const { name } of await db.introspection.getTables()) {
+    for (const row of (await db.selectFrom(name).selectAll().execute()) as Array<Record<string, unknown>>) {
+      for (const [col, v] of Object.entries(row)) {
+        const s = typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : '';
+        if (s.includes(needle)) hits.push(`${name}.${col}: ${s.slice(0, 200)}`);
       }
     }
-    return hits;
-  } finally {
-    db.close();
   }
+  return hits;
 }
 
-function messageBodies(dir: string): Array<{ seq: number; kind: string; body: string }> {
-  const db = new Database(join(dir, 'intertalk.db'), { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare('SELECT seq, kind, body FROM messages ORDER BY seq').all() as Array<{ seq: number; kind: string; body: string }>;
-  } finally {
-    db.close();
-  }
+async function messageBodies(p: Started): Promise<Array<{ seq: number; kind: string; body: string }>> {
+  return p.provider.ctx.storage.db.selectFrom('messages').select(['seq', 'kind', 'body']).orderBy('seq').execute();
 }
 
 async function richSocket(p: Started, u: U): Promise<Socket> {
@@ -212,7 +203,7 @@ describe('rich/1 actions on one provider', () => {
   });
 
   test('delete: a tombstone in history, and the text gone from the database entirely', async () => {
-    assert.ok(scanDatabase(p.dir, 'secret-kumquat').length > 0, 'the scan finds the text before the delete');
+    assert.ok((await scanDatabase(p, 'secret-kumquat')).length > 0, 'the scan finds the text before the delete');
     const d = await http(p.url, 'DELETE', path(`/messages/${original.seq}`), { token: alice.token });
     assert.equal(d.status, 201, JSON.stringify(d.body));
     assert.deepEqual(d.body.rich, { type: 'delete', reference: { id: original.id, sender: alice.address, type: 'content', text: null } });
@@ -240,8 +231,8 @@ describe('rich/1 actions on one provider', () => {
     assert.equal(rp.message, '↩ a message: At home.');
 
     // Gone from every stored message body, and from every other table.
-    for (const row of messageBodies(p.dir)) assert.ok(!row.body.includes('kumquat'), `message ${row.seq} (${row.kind}) still holds the text: ${row.body}`);
-    assert.deepEqual(scanDatabase(p.dir, 'kumquat'), []);
+    for (const row of await messageBodies(p)) assert.ok(!row.body.includes('kumquat'), `message ${row.seq} (${row.kind}) still holds the text: ${row.body}`);
+    assert.deepEqual(await scanDatabase(p, 'kumquat'), []);
 
     // Once deleted: no more edits, no second delete.
     const again = await http(p.url, 'DELETE', path(`/messages/${original.seq}`), { token: alice.token });
@@ -249,23 +240,15 @@ describe('rich/1 actions on one provider', () => {
     assert.equal(again.body.error, 'deleted');
     const edit = await http(p.url, 'PATCH', path(`/messages/${original.seq}`), { token: alice.token, json: { text: 'back' } });
     assert.equal(edit.status, 409);
+    // Nor through the generic route with a raw rich edit.
+    const raw = await http(p.url, 'POST', '/messages', { token: alice.token, json: { to: [alice.address, bob.address], rich: { type: 'edit', text: 'back again', reference: { id: original.id, sender: alice.address } } } });
+    assert.equal(raw.status, 409, JSON.stringify(raw.body));
+    assert.equal(raw.body.error, 'deleted');
     // A reply to it now quotes nothing.
     const late = await http(p.url, 'POST', path('/messages'), { token: bob.token, json: { text: 'what was it?', replyTo: original.seq } });
     assert.equal(late.status, 201);
     assert.equal(late.body.rich.reference.text, null);
     assert.equal(late.body.message, '↩ a message: what was it?');
-  });
-
-  test('delete: no copy of the text is left in the database files (freed pages, WAL)', async () => {
-    // The WAL is checkpointed and truncated shortly after a delete (storage.scrubSoon).
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const bytes = ['intertalk.db', 'intertalk.db-wal'].filter((f) => existsSync(join(p.dir, f))).map((f) => readFileSync(join(p.dir, f)));
-      const found = bytes.some((b) => b.indexOf('kumquat') !== -1);
-      if (!found) break;
-      assert.ok(Date.now() < deadline, 'the deleted text is still in the database files');
-      await new Promise((r) => setTimeout(r, 100));
-    }
   });
 
   test('rename: the conversation title follows property messages; "" removes it', async () => {
@@ -327,6 +310,43 @@ describe('concurrent renames', () => {
   });
 });
 
+// The files themselves: SQLite keeps old page images in freed pages and in its write-ahead log.
+// This looks at the bytes of the database files, so it runs on SQLite whatever
+// INTERTALK_TEST_DATABASE says (PostgreSQL's heap files are the server's business).
+describe('deleted text on disk (SQLite)', () => {
+  let p: Started | undefined;
+  const dir = tempDir();
+  after(async () => {
+    await p?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('delete: no copy of the text is left in the database files (freed pages, WAL)', async () => {
+    p = await startProvider({ INTERTALK_DATABASE: sqliteUrl(dir) }, { dir });
+    const alice = await user(p.url, 'alice');
+    const bob = await user(p.url, 'bob');
+    const m = await send(p.url, alice.token, [alice.address, bob.address], 'secret-kumquat-1 where are you?');
+    assert.equal(m.status, 201);
+    const conv = m.body.conversationId;
+    const path = (rest: string) => `/conversations/${conv}${rest}`;
+    assert.equal((await http(p.url, 'POST', path('/messages'), { token: bob.token, json: { text: 'At home.', replyTo: m.body.seq } })).status, 201);
+    assert.equal((await http(p.url, 'POST', path(`/messages/${m.body.seq}/reactions`), { token: bob.token, json: { emoji: '👍' } })).status, 201);
+    assert.equal((await http(p.url, 'PATCH', path(`/messages/${m.body.seq}`), { token: alice.token, json: { text: 'secret-kumquat-2 where are you now?' } })).status, 201);
+    assert.equal((await http(p.url, 'PATCH', path(`/messages/${m.body.seq}`), { token: alice.token, json: { text: 'secret-kumquat-3 where are you, Bob?' } })).status, 201);
+    const files = () => ['intertalk.db', 'intertalk.db-wal'].filter((f) => existsSync(join(dir, f))).map((f) => readFileSync(join(dir, f)));
+    assert.ok(files().some((b) => b.indexOf('kumquat') !== -1), 'the files hold the text before the delete');
+
+    assert.equal((await http(p.url, 'DELETE', path(`/messages/${m.body.seq}`), { token: alice.token })).status, 201);
+    assert.deepEqual(await scanDatabase(p, 'kumquat'), []);
+    // The WAL is checkpointed and truncated shortly after a delete (storage.scrubSoon).
+    const deadline = Date.now() + 5000;
+    while (files().some((b) => b.indexOf('kumquat') !== -1)) {
+      assert.ok(Date.now() < deadline, 'the deleted text is still in the database files');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+});
+
 describe('quotes of quotes', () => {
   let p: Started;
   after(async () => p?.stop());
@@ -346,7 +366,7 @@ describe('quotes of quotes', () => {
       assert.equal(rp.status, 400, JSON.stringify(rp.body));
       assert.equal(rp.body.error, 'not_repliable');
       assert.equal((await http(p.url, 'DELETE', `/conversations/${conv}/messages/${m.body.seq}`, { token: alice.token })).status, 201);
-      assert.deepEqual(scanDatabase(p.dir, 'secret-quince'), []);
+      assert.deepEqual(await scanDatabase(p, 'secret-quince'), []);
     },
   );
 });
@@ -369,7 +389,7 @@ describe('references into another conversation', () => {
     assert.equal(inAC.status, 201);
     const ab = inAB.body.conversationId;
     const other = inAC.body;
-    const countBefore = messageBodies(p.dir).length;
+    const countBefore = (await messageBodies(p)).length;
 
     const viaRoutes: Array<[string, string, string, unknown]> = [
       ['reply', 'POST', `/conversations/${ab}/messages`, { text: 'x', replyTo: other.seq }],
@@ -393,7 +413,7 @@ describe('references into another conversation', () => {
       assert.equal(r.status, 404, `${why}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.error, 'unknown_message', why);
     }
-    assert.equal(messageBodies(p.dir).length, countBefore, 'nothing stored');
+    assert.equal((await messageBodies(p)).length, countBefore, 'nothing stored');
     // Bob never learns the other conversation's text.
     const h = await http(p.url, 'GET', `/conversations/${ab}/messages`, { token: bob.token });
     assert.ok(!JSON.stringify(h.body).includes('private to carol'));

@@ -68,7 +68,7 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
 
   app.register(cors, {
     origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
-    methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['Authorization', 'Content-Type'],
     exposedHeaders: ['Retry-After', 'Intertalk-Replayed'],
     maxAge: 86400,
