@@ -62,6 +62,8 @@ export interface AppContext {
   accounts: Accounts;
   auth: Auth;
   messaging: Messaging;
+  /** A rate limiter shared by every instance of the provider (Redis) or local to this one. */
+  rateLimiter(name: string, limit: number, windowMs: number): RateLimiter;
   registrationLimiter: RateLimiter;
   sendLimiter: RateLimiter;
   federation: FederationPort | null;

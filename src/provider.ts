@@ -10,7 +10,8 @@ import { systemClock, type Clock } from './util/clock.js';
 import { LocalBus, type EventBus } from './bus/bus.js';
 import { Accounts } from './accounts/service.js';
 import { Auth } from './auth/service.js';
-import { MemoryRateLimiter } from './auth/limiter.js';
+import { MemoryRateLimiter, type RateLimiter } from './auth/limiter.js';
+import { Cluster } from './cluster/cluster.js';
 import { Messaging } from './messaging/service.js';
 import { Realtime } from './realtime/hub.js';
 import { buildApp } from './http/app.js';
@@ -27,6 +28,7 @@ import { inlineBinaryOnRoute } from './attachments/inline.js';
 import { timingSafeEqual } from 'node:crypto';
 import { Signals } from './signals/service.js';
 import { signalsRoutes } from './signals/routes.js';
+import { webRoutes } from './web/static.js';
 
 export interface ProviderOptions {
   logger?: Logger;
@@ -60,24 +62,57 @@ export class Provider {
     readonly realtime: Realtime,
     private readonly federation: (FederationPort & { start(): void; stop(): Promise<void> }) | null,
     readonly attachments: Attachments,
+    /** Set when INTERTALK_REDIS is (several instances of one provider). */
+    readonly cluster: Cluster | null = null,
   ) {}
 
   static async create(config: Config, opts: ProviderOptions = {}): Promise<Provider> {
     const logger = opts.logger ?? createLogger(config);
     const clock = opts.clock ?? systemClock;
     const storage = await openStorage(config.database);
-    const bus = opts.bus ?? new LocalBus();
-    const accounts = new Accounts(storage.db, config.domain, clock);
+    // Several instances (INTERTALK_REDIS): live events, session revocation and rate limits are
+    // shared through Redis (src/cluster/). Messaging binds late: the bus fills gaps from it.
+    let messagingRef: Messaging | null = null;
+    const cluster = config.redis
+      ? new Cluster({
+          url: config.redis,
+          domain: config.domain,
+          logger,
+          source: {
+            maxSeq: () => messagingRef!.maxSeq(),
+            committedAfter: (after, upTo, limit) => messagingRef!.committedAfter(after, upTo, limit),
+          },
+        })
+      : null;
+    const bus = opts.bus ?? cluster?.bus ?? new LocalBus();
     const now = () => clock.now();
+    const limiter = (name: string, limit: number, windowMs: number): RateLimiter =>
+      cluster ? cluster.limiter(name, limit, windowMs, now) : new MemoryRateLimiter(limit, windowMs, now);
+    const accounts = new Accounts(storage.db, config.domain, clock);
     const auth = new Auth(storage.db, accounts, clock, {
       accessTtlMs: config.accessTokenTtlMs,
       refreshTtlMs: config.refreshTokenTtlMs,
       // Failed logins: 10 per account and 50 per client address per 15 minutes.
-      perAccount: new MemoryRateLimiter(10, 15 * 60_000, now),
-      perClient: new MemoryRateLimiter(50, 15 * 60_000, now),
+      perAccount: limiter('login', 10, 15 * 60_000),
+      perClient: limiter('login-ip', 50, 15 * 60_000),
     });
     auth.onRevoke((sessionId) => bus.publish({ type: 'session-revoked', sessionId }));
-    const messaging = new Messaging(storage.db, config.domain, clock, bus, () => storage.scrubSoon());
+    // A session ended on another instance: its tokens stop working here at once.
+    bus.subscribe((e) => {
+      if (e.type === 'session-revoked') auth.dropCachedSession(e.sessionId);
+    });
+    // Shared database: seq order must be commit order across instances (see Messaging).
+    const messaging = new Messaging(storage.db, config.domain, clock, bus, () => storage.scrubSoon(), storage.dialect === 'postgres');
+    messagingRef = messaging;
+    if (cluster) {
+      try {
+        await cluster.start();
+      } catch (err) {
+        await cluster.bus.close().catch(() => undefined);
+        await storage.close().catch(() => undefined);
+        throw err;
+      }
+    }
     const attachments = new Attachments({ db: storage.db, config, clock, bus, logger });
     await attachments.init();
     const ctx: AppContext = {
@@ -89,8 +124,9 @@ export class Provider {
       accounts,
       auth,
       messaging,
-      registrationLimiter: new MemoryRateLimiter(config.registrationsPerHour, 3_600_000, now),
-      sendLimiter: new MemoryRateLimiter(Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000, now),
+      rateLimiter: limiter,
+      registrationLimiter: limiter('register', config.registrationsPerHour, 3_600_000),
+      sendLimiter: limiter('send', Math.max(1, Math.ceil(config.sendRatePerMinute / 6)), 10_000),
       federation: null,
       attachments,
       metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
@@ -134,13 +170,15 @@ export class Provider {
     richRoutes(app, ctx);
     attachmentRoutes(app, ctx, attachments);
     signalsRoutes(app, ctx);
+    // The browser client (web/, built into dist/web) at "/".
+    webRoutes(app, logger);
 
     app.server.on('upgrade', (req, socket, head) => {
       const path = (req.url ?? '').split('?')[0];
       if (path === '/messages' || path === '/messageStream') realtime.handleUpgrade(req, socket, head);
       else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     });
-    return new Provider(ctx, app, realtime, federation, attachments);
+    return new Provider(ctx, app, realtime, federation, attachments, cluster);
   }
 
   get config(): Config {
@@ -184,6 +222,7 @@ export class Provider {
     if (this.started) await this.app.close();
     else await this.app.close().catch(() => undefined);
     await this.ctx.bus.close();
+    if (this.cluster && this.cluster.bus !== this.ctx.bus) await this.cluster.bus.close();
     await this.ctx.storage.close();
   }
 }

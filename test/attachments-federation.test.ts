@@ -6,7 +6,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { startNetwork, type Network } from '../src/devnet/network.js';
+import { startNetwork, type Network } from './helpers/network.js';
 import { fedUser, eventually, history, fed, type FedUser } from './helpers/fed.js';
 
 const A = 'a.test';

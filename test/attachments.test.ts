@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { startProvider, http, user, type Started } from './helpers/harness.js';
+import { testBackend } from './helpers/database.js';
 import { base64DecodedLength, isBinaryFormat } from '../src/attachments/inline.js';
 
 const ENV = {
@@ -57,43 +58,13 @@ async function sendWith(s: Started, from: U, to: U[], text: string, attachments:
 const rows = async (s: Started, table: 'attachments' | 'attachment_uploads' | 'attachment_refs', id: string) =>
   (await s.provider.ctx.storage.db.selectFrom(table).selectAll().where(table === 'attachments' ? 'id' : 'attachment_id', '=', id).execute()).length;
 
-/**
- * PostgreSQL too when INTERTALK_TEST_POSTGRES is a server URL (e.g. postgres://postgres@127.0.0.1/postgres):
- * each run creates, and afterwards drops, a database of its own there.
- */
-const PG = process.env.INTERTALK_TEST_POSTGRES;
-
-async function pgDatabase(admin: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const { default: pg } = await import('pg');
-  const name = `intertalk_att_${randomBytes(6).toString('hex')}`;
-  const run = async (q: string) => {
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    try {
-      await c.query(q);
-    } finally {
-      await c.end();
-    }
-  };
-  await run(`create database ${name}`);
-  const u = new URL(admin);
-  u.pathname = `/${name}`;
-  return { url: u.href, drop: () => run(`drop database if exists ${name} with (force)`) };
-}
-
-for (const backend of PG ? (['sqlite', 'postgres'] as const) : (['sqlite'] as const)) describe(`attachments on one provider (${backend})`, () => {
+// The database follows INTERTALK_TEST_DATABASE (test/helpers/database.ts): SQLite, or PostgreSQL.
+describe(`attachments on one provider (${testBackend})`, () => {
   let s: Started;
   let alice: U, bob: U, carol: U, dave: U;
-  let dropDb: (() => Promise<void>) | null = null;
 
   before(async () => {
-    let env: Record<string, string> = ENV;
-    if (backend === 'postgres') {
-      const d = await pgDatabase(PG!);
-      dropDb = d.drop;
-      env = { ...ENV, INTERTALK_DATABASE: d.url };
-    }
-    s = await startProvider(env);
+    s = await startProvider(ENV);
     alice = await user(s.url, 'alice');
     bob = await user(s.url, 'bob');
     carol = await user(s.url, 'carol');
@@ -101,7 +72,6 @@ for (const backend of PG ? (['sqlite', 'postgres'] as const) : (['sqlite'] as co
   });
   after(async () => {
     await s.stop();
-    await dropDb?.();
   });
 
   test('upload: 201 {id = SHA-256 hex, mediaType, size, url}; the same bytes twice are stored once', async () => {

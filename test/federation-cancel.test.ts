@@ -1,7 +1,7 @@
 // A message deleted while its delivery to a peer is still queued never leaves with its content.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startNetwork, type Network } from '../src/devnet/network.js';
+import { startNetwork, type Network } from './helpers/network.js';
 import { api, deliveries, eventually, fedUser, history, say } from './helpers/fed.js';
 
 describe('deleting a message before it was delivered', () => {

@@ -12,11 +12,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { makeCa, type TestCa } from '../src/devnet/ca.js';
 import { loadConfig } from '../src/config/config.js';
 import { Provider } from '../src/provider.js';
 import { federation } from '../src/federation/service.js';
+import { openStorage, type Storage } from '../src/storage/db.js';
+import { databaseUrl } from './helpers/database.js';
 import { freePort, runCli, type Child } from './helpers/process.js';
 import { DelayProxy, startServeTls, TlsClient, TlsSocket, waitFor } from './helpers/crash.js';
 
@@ -49,7 +50,8 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
   const peers: Peer[] = [];
   let pa: number;
   let envA: Record<string, string>;
-  let dbPathA: string;
+  /** A second connection to a.test's database (SQLite file or PostgreSQL), fine while a.test runs or after it died. */
+  let dbA: Storage | null = null;
   let a: Child | null = null;
 
   const note = (s: string) => process.stderr.write(`# ${s}\n`);
@@ -72,24 +74,26 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
     return m.values.find((v) => v.labels.status === '200')?.value ?? 0;
   }
 
-  /** Reads a.test's SQLite file directly (a second connection; fine while a.test runs or after it died). */
-  function readA<T>(sql: string, ...params: unknown[]): T[] {
-    const db = new Database(dbPathA);
-    try {
-      db.pragma('busy_timeout = 5000');
-      return db.prepare(sql).all(...params) as T[];
-    } finally {
-      db.close();
-    }
-  }
   /** alice's messages on a.test with their outbox state for one destination, in a.test's order. */
-  const outboxA = (domain: string): Row[] =>
-    readA<Row>('SELECT m.id, m.seq, o.state FROM messages m JOIN outbox o ON o.message_seq = m.seq WHERE m.sender = ? AND o.destination = ? ORDER BY m.seq', ALICE, domain);
-  const leasesA = () => readA<Record<string, unknown>>('SELECT domain, lease_owner, lease_until, backoff_until, failures, last_error FROM federation_peers ORDER BY domain').map((r) => ({ ...r, now: Date.now() }));
-  const undeliveredA = () => PEERS.reduce((n, p) => n + outboxA(p.domain).filter((r) => r.state !== 'delivered').length, 0);
+  const outboxA = (domain: string): Promise<Row[]> =>
+    dbA!.db
+      .selectFrom('messages as m')
+      .innerJoin('outbox as o', 'o.message_seq', 'm.seq')
+      .select(['m.id', 'm.seq', 'o.state'])
+      .where('m.sender', '=', ALICE)
+      .where('o.destination', '=', domain)
+      .orderBy('m.seq')
+      .execute();
+  const leasesA = async () =>
+    (await dbA!.db.selectFrom('federation_peers').select(['domain', 'lease_owner', 'lease_until', 'backoff_until', 'failures', 'last_error']).orderBy('domain').execute()).map((r) => ({ ...r, now: Date.now() }));
+  const undeliveredA = async () => {
+    let n = 0;
+    for (const p of PEERS) n += (await outboxA(p.domain)).filter((r) => r.state !== 'delivered').length;
+    return n;
+  };
   /** For failure messages: a.test's leases, and whether it is alive and what it printed. */
-  const stateA = (): string =>
-    `leases ${JSON.stringify(leasesA())}; ${a ? `a.test (exit: ${a.proc.exitCode ?? a.proc.signalCode ?? 'none, running'}) printed: ${a.output().slice(-3000)}` : 'a.test is not running'}`;
+  const stateA = async (): Promise<string> =>
+    `leases ${JSON.stringify(await leasesA())}; ${a ? `a.test (exit: ${a.proc.exitCode ?? a.proc.signalCode ?? 'none, running'}) printed: ${a.output().slice(-3000)}` : 'a.test is not running'}`;
 
   async function startA(): Promise<Child> {
     assert.equal(a, null, 'a.test is already running');
@@ -112,7 +116,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
   /** After everything was delivered: each peer holds exactly a.test's messages, once, in order. */
   async function assertConverged(): Promise<void> {
     for (const p of peers) {
-      const ids = outboxA(p.domain).map((r) => r.id);
+      const ids = (await outboxA(p.domain)).map((r) => r.id);
       const stored = await storedOn(p);
       assert.equal(new Set(stored.map((m) => m.id)).size, stored.length, `no duplicates on ${p.domain}`);
       assert.deepEqual(stored.map((m) => m.id), ids, `${p.domain} holds every message of a.test once, in a.test’s order`);
@@ -137,7 +141,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
         INTERTALK_DOMAIN: domain,
         INTERTALK_LISTEN: `127.0.0.1:${port}`,
         INTERTALK_PUBLIC_URL: `https://${domain}:${port}`,
-        INTERTALK_DATABASE: `sqlite:${join(dir, `${domain}.db`)}`,
+        INTERTALK_DATABASE: await databaseUrl(dir, `${domain}.db`),
         INTERTALK_TLS_CERT: cert.certPath,
         INTERTALK_TLS_KEY: cert.keyPath,
         INTERTALK_RESOLVE: `a.test=127.0.0.1:${pa},${domain}=127.0.0.1:${port}`,
@@ -155,11 +159,10 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
       peers.push({ domain, provider, proxy, socket });
     }
 
-    dbPathA = join(dir, 'a.db');
     envA = {
       INTERTALK_DOMAIN: 'a.test',
       INTERTALK_PUBLIC_URL: `https://a.test:${pa}`,
-      INTERTALK_DATABASE: `sqlite:${dbPathA}`,
+      INTERTALK_DATABASE: await databaseUrl(dir, 'a.db'),
       INTERTALK_TLS_CERT: certA.certPath,
       INTERTALK_TLS_KEY: certA.keyPath,
       // a.test reaches the peers only through the slow proxies.
@@ -169,6 +172,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
     };
     const add = await runCli(['user', 'add', 'alice'], envA, `${PASSWORD}\n`);
     assert.equal(add.code, 0, add.stderr);
+    dbA = await openStorage(envA.INTERTALK_DATABASE!); // the CLI has created the schema
   });
 
   after(async () => {
@@ -182,6 +186,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
       await p.provider.destroy();
     }
     await client?.close();
+    await dbA?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -219,12 +224,12 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
     await new Promise((r) => setTimeout(r, 300)); // what is still in a proxy lands on its peer
     const onB = await countOn(b);
     const onC = await countOn(c);
-    const rowsB = outboxA('b.test');
-    const rowsC = outboxA('c.test');
+    const rowsB = await outboxA('b.test');
+    const rowsC = await outboxA('c.test');
     const doneB = rowsB.filter((r) => r.state === 'delivered').length;
     const doneC = rowsC.filter((r) => r.state === 'delivered').length;
     const dupsBefore = [await duplicatesOn(b), await duplicatesOn(c)];
-    note(`burst: ${N} sent in ${sendMs} ms; killed when b.test stored #${k}: b.test has ${onB} (a.test marked ${doneB} delivered), c.test has ${onC} (a.test marked ${doneC}); ${JSON.stringify(leasesA())}`);
+    note(`burst: ${N} sent in ${sendMs} ms; killed when b.test stored #${k}: b.test has ${onB} (a.test marked ${doneB} delivered), c.test has ${onC} (a.test marked ${doneC}); ${JSON.stringify(await leasesA())}`);
 
     // Nothing was lost by a.test, and both queues stopped mid-way, in order.
     assert.equal(rowsB.length, N, 'every accepted message is queued for b.test');
@@ -237,7 +242,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
 
     const t0 = Date.now();
     await startA();
-    await waitFor(async () => undeliveredA() === 0, 45_000, () => `after the restart a.test still has ${undeliveredA()} undelivered; ${stateA()}`);
+    await waitFor(async () => (await undeliveredA()) === 0, 45_000, async () => `after the restart a.test still has ${await undeliveredA()} undelivered; ${await stateA()}`);
     const resumeMs = Date.now() - t0;
     await new Promise((r) => setTimeout(r, 500)); // a late duplicate would show up now
     const dups = [(await duplicatesOn(b)) - dupsBefore[0]!, (await duplicatesOn(c)) - dupsBefore[1]!];
@@ -263,9 +268,9 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
       // so that the kill below can land while this instance delivers.
       const base = await Promise.all(peers.map(countOn));
       await waitFor(
-        async () => undeliveredA() === 0 || (await Promise.all(peers.map(countOn))).some((n, i) => n > base[i]!),
+        async () => (await undeliveredA()) === 0 || (await Promise.all(peers.map(countOn))).some((n, i) => n > base[i]!),
         20_000,
-        () => `round ${round}: a.test does not resume delivering; ${stateA()}`,
+        async () => `round ${round}: a.test does not resume delivering; ${await stateA()}`,
       );
       const alice = await token(a!.url, 'a.test', 'alice');
       let stop = false;
@@ -299,13 +304,13 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
       await killA();
       stop = true;
       await sender;
-      const queued = PEERS.map((p) => outboxA(p.domain).filter((r) => r.state === 'queued').length);
+      const queued = await Promise.all(PEERS.map(async (p) => (await outboxA(p.domain)).filter((r) => r.state === 'queued').length));
       note(`round ${round}: killed ${killWhileSending ? `while sending, after ${sendFor} ms` : `${drainFor} ms after sending for ${sendFor} ms`}; peers had ${counts.join('/')}, a.test had ${queued.join('/')} queued`);
       await startA();
     }
 
     const t0 = Date.now();
-    await waitFor(async () => undeliveredA() === 0, 30_000, () => `a.test still has ${undeliveredA()} undelivered; ${stateA()}`);
+    await waitFor(async () => (await undeliveredA()) === 0, 30_000, async () => `a.test still has ${await undeliveredA()} undelivered; ${await stateA()}`);
     await new Promise((r) => setTimeout(r, 500));
     note(`random: ${accepted.length} accepted, ${inFlight.length} in flight at a kill; all delivered ${Date.now() - t0} ms after the last restart; duplicates acknowledged: ${(await Promise.all(peers.map(duplicatesOn))).join('/')}`);
 
@@ -313,7 +318,7 @@ describe('federation: SIGKILL of the sending provider', { timeout: 150_000 }, ()
     // requests that were in flight at a kill.
     const acceptedSet = new Set(accepted);
     for (const p of PEERS) {
-      const ids = outboxA(p.domain).map((r) => r.id);
+      const ids = (await outboxA(p.domain)).map((r) => r.id);
       assert.deepEqual(ids.filter((id) => acceptedSet.has(id)), accepted, `a.test kept every accepted message for ${p.domain}, in the order sent`);
       for (const id of ids.filter(isRound)) assert.ok(acceptedSet.has(id) || inFlight.includes(id), `${id} was neither accepted nor in flight`);
     }

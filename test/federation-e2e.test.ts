@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { freePort, startNetwork, type Network } from '../src/devnet/network.js';
+import { freePort, startNetwork, type Network } from './helpers/network.js';
 import { federationStatus } from '../src/federation/status.js';
 import { api, counter, deliveries, eventually, fed, FedSocket, fedUser, history, say, startPlainProvider, type FedUser } from './helpers/fed.js';
 
@@ -364,6 +364,9 @@ describe('federation end to end (three providers over HTTPS)', () => {
     for (const alg of ['ES256', 'EdDSA', 'RS256'] as const) {
       kids.push((await A.keys.rotate(alg)).kid);
       sent.push(await send(a1, [b1.address], `after rotating to ${alg}`));
+      // Tokens are signed at delivery, not at send: let this one go out with the new key before
+      // the next rotation (otherwise a fast rotation could retire a key before it signed anything).
+      await sb.message(sent.at(-1).id, 10_000);
     }
     // And a rotation while deliveries are in flight.
     for (let i = 0; i < 6; i++) {

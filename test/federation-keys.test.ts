@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose';
 import { openStorage, type Storage } from '../src/storage/db.js';
 import { PRIVATE_MEMBERS, SigningKeys, publicPart, type SigningAlgorithm } from '../src/federation/keys.js';
+import { databaseUrl } from './helpers/database.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'intertalk-keys-'));
 const opened: Storage[] = [];
@@ -17,7 +18,7 @@ after(async () => {
 
 let n = 0;
 async function freshDb(): Promise<{ url: string; storage: Storage }> {
-  const url = `sqlite:${join(dir, `keys-${n++}.db`)}`;
+  const url = await databaseUrl(dir, `keys-${n++}.db`);
   const storage = await openStorage(url);
   opened.push(storage);
   return { url, storage };

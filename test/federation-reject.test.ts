@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { createPublicKey, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
-import { startNetwork, type Network } from '../src/devnet/network.js';
+import { startNetwork, type Network } from './helpers/network.js';
 import type { Federation } from '../src/federation/service.js';
 import { EvilPeer, Trap, hmacToken, peerKey, signToken, unsecuredToken, type PeerKey } from './helpers/evil-peer.js';
+import { deliveries, eventually, fedUser, say } from './helpers/fed.js';
 
 const US = 'chat.test';
 const BLOCKER = 'blocker.test';
@@ -18,7 +19,7 @@ const BOB = `bob@${US}`;
 const MALLORY = `mallory@${EVIL}`;
 
 /** Domains served by the main fake peer; down.test has a server of its own (it gets stopped). */
-const FAKE_DOMAINS = [EVIL, 'peer.test', 'unk.test', 'oct.test', 'plain.test', 'lo.test', 'ip.test', 'flood.test', 'dot.test'];
+const FAKE_DOMAINS = [EVIL, 'peer.test', 'unk.test', 'oct.test', 'plain.test', 'lo.test', 'ip.test', 'flood.test', 'dot.test', 'nul.test'];
 
 interface Res {
   status: number;
@@ -284,6 +285,43 @@ describe('federation: hostile peers are refused and store nothing', () => {
     const r1 = await post(US, await signToken(keys.k1!, claims()), body);
     assert.equal(r1.status, 201, r1.text);
     await refused(US, async () => post(US, await signToken(keys.k1!, claims()), { ...body, message: 'second version' }), 409, 'id_conflict');
+  });
+
+  // PostgreSQL's text type cannot hold U+0000 (SQLite's can). Wherever a peer's text lands in a
+  // text column rather than in a JSON body, it must still be accepted (as U+FFFD), not fail with 500.
+  test('U+0000 from a peer: a jti with it works (and is replay-checked), an edit with it is applied', async () => {
+    const token = await signToken(keys.k1!, claims({ jti: `nul\u0000${randomUUID()}` }));
+    const first = await post(US, token, message({ message: 'a jti with U+0000' }));
+    assert.equal(first.status, 201, first.text);
+    await refused(US, () => post(US, token, message({ message: 'forged' })), 401, 'replayed');
+
+    const original = message({ message: 'before' });
+    assert.equal((await post(US, await signToken(keys.k1!, claims()), original)).status, 201);
+    const edit = message({ message: '✎ af\u0000ter', messageFormatted: '*af\u0000ter*', format: 'text/markdown', rich: { type: 'edit', text: 'af\u0000ter', reference: { id: original.id, sender: MALLORY } } });
+    const r = await post(US, await signToken(keys.k1!, claims()), edit);
+    assert.equal(r.status, 201, r.text);
+    const db = net.provider(US).ctx.storage.db;
+    const state = await db
+      .selectFrom('message_state')
+      .innerJoin('messages', 'messages.seq', 'message_state.seq')
+      .select(['message_state.text', 'message_state.formatted', 'message_state.edit_count'])
+      .where('messages.sender', '=', MALLORY)
+      .where('messages.id', '=', original.id as string)
+      .executeTakeFirstOrThrow();
+    assert.deepEqual({ ...state, edit_count: Number(state.edit_count) }, { text: 'af\uFFFDter', formatted: '*af\uFFFDter*', edit_count: 1 });
+  });
+
+  test('a peer refusing a delivery with U+0000 in its reason: failed after one attempt, the reason recorded', async () => {
+    evil.host('nul.test').messages = { status: 400, json: { error: 'bad_request', message: 'no\u0000thanks' } };
+    const sender = await fedUser(net, US, 'nulsender');
+    const m = await say(net, sender, ['someone@nul.test'], 'hello nul.test');
+    const d = await eventually('the delivery to nul.test to fail', async () => {
+      const list = await deliveries(net, sender, m);
+      return list[0]?.state === 'failed' && list;
+    });
+    assert.equal(d[0].attempts, 1, 'a 4xx is final: one attempt');
+    assert.match(d[0].lastError, /nul\.test answered 400: bad_request — no\uFFFDthanks/);
+    assert.equal(evil.seen('nul.test', '/messages').length, 1, 'delivered once, not retried');
   });
 
   test('unknown kid → 401 unknown_key', async () => {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT, exportJWK, exportSPKI, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import { openStorage, type Storage } from '../src/storage/db.js';
+import { databaseUrl } from './helpers/database.js';
 import { SigningKeys } from '../src/federation/keys.js';
 import { PeerKeyCache, PeerUnavailableError, type FetchJson } from '../src/federation/peer-keys.js';
 import { FederationVerifier } from '../src/federation/verify.js';
@@ -50,7 +51,7 @@ let shortPeer: Peer;
 let customPeer: Peer;
 
 async function storage(name: string): Promise<Storage> {
-  const s = await openStorage(`sqlite:${join(dir, `${name}.db`)}`);
+  const s = await openStorage(await databaseUrl(dir, `${name}.db`));
   storages.push(s);
   return s;
 }
@@ -313,7 +314,7 @@ test('jti replay: a different request with a used token → 401; the identical r
   assertRefused(await verifier.verify(`Bearer ${token}`, body(msg(), 'something else'), msg()), 401, 'replayed');
 
   // Another instance on the same database (its own connection and caches) sees it too.
-  const otherDb = await openStorage(`sqlite:${join(dir, 'ours.db')}`);
+  const otherDb = await openStorage(await databaseUrl(dir, 'ours.db'));
   storages.push(otherDb);
   const { verifier: other } = makeVerifier(otherDb.db);
   assertRefused(await other.verify(`Bearer ${token}`, body(msg(), 'something else'), msg()), 401, 'replayed');

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { startNetwork, type Network } from '../src/devnet/network.js';
+import { startNetwork, type Network } from './helpers/network.js';
 import { RICH_EXTENSION } from '../src/protocol/rich.js';
 import { api, eventually, fedUser, history, type FedUser } from './helpers/fed.js';
 import { PlainPeer, SEED_000_FIELDS } from './helpers/plain-peer.js';

@@ -1,14 +1,14 @@
 // The provider as an operator runs it: the CLI, crashes (SIGKILL) and graceful shutdown.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { http, login, send, Socket, tempDir } from './helpers/harness.js';
+import { databaseUrl } from './helpers/database.js';
 import { runCli, startServe } from './helpers/process.js';
 
 describe('operating the provider', () => {
   test('user add/list/passwd/remove from the CLI; passwords come from stdin, never argv', async () => {
     const dir = tempDir();
-    const env = { INTERTALK_DATABASE: `sqlite:${join(dir, 'db.sqlite')}`, INTERTALK_DOMAIN: 'ops.test' };
+    const env = { INTERTALK_DATABASE: await databaseUrl(dir, 'db.sqlite'), INTERTALK_DOMAIN: 'ops.test' };
     const add = await runCli(['user', 'add', 'Quinn'], env, 'first password\n');
     assert.equal(add.code, 0, add.stderr);
     assert.match(add.stdout, /created quinn@ops\.test/);
@@ -56,7 +56,7 @@ describe('operating the provider', () => {
 
   test('SIGKILL right after a 201: the message is there after restart', async () => {
     const dir = tempDir();
-    const env = { INTERTALK_DATABASE: `sqlite:${join(dir, 'db.sqlite')}` };
+    const env = { INTERTALK_DATABASE: await databaseUrl(dir, 'db.sqlite') };
     const srv = await startServe(env);
     await http(srv.url, 'POST', '/users', { json: { username: 'vera', password: 'correct horse battery' } });
     await http(srv.url, 'POST', '/users', { json: { username: 'walt', password: 'correct horse battery' } });
@@ -84,7 +84,7 @@ describe('operating the provider', () => {
 
   test('SIGTERM: sockets are closed with 1001 and the process exits cleanly', async () => {
     const dir = tempDir();
-    const srv = await startServe({ INTERTALK_DATABASE: `sqlite:${join(dir, 'db.sqlite')}` });
+    const srv = await startServe({ INTERTALK_DATABASE: await databaseUrl(dir, 'db.sqlite') });
     await http(srv.url, 'POST', '/users', { json: { username: 'xena', password: 'correct horse battery' } });
     const t = await login(srv.url, 'xena', 'correct horse battery');
     const s = await Socket.open(srv.url.replace('http', 'ws'), '/messages', JSON.stringify({ token: t.access_token }));

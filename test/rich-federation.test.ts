@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { startNetwork, type Network } from '../src/devnet/network.js';
+import { startNetwork, type Network } from './helpers/network.js';
 import { api, eventually, FedSocket, fedUser, history, type FedUser } from './helpers/fed.js';
 
 const A = 'a.test';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import https from 'node:https';
 import { decodeProtectedHeader, generateKeyPair, SignJWT } from 'jose';
-import { freePort, startNetwork, type Network } from '../src/devnet/network.js';
+import { freePort, startNetwork, type Network } from './helpers/network.js';
 import { api, eventually, fed, FedSocket, fedUser, history, say, type FedUser } from './helpers/fed.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../context.js';
 import type { Principal } from '../auth/service.js';
 import { requireUser } from '../auth/routes.js';
-import { MemoryRateLimiter } from '../auth/limiter.js';
+import type { RateLimiter } from '../auth/limiter.js';
 import { bearerToken, looksLikeJwt } from '../http/app.js';
 import { HttpError, notFound, tooMany, unauthorized } from '../http/errors.js';
 import type { Access, Attachments, Decision } from './service.js';
@@ -27,14 +27,13 @@ function disposition(kind: 'inline' | 'attachment', name: string | null): string
 }
 
 export function attachmentRoutes(app: FastifyInstance, ctx: AppContext, attachments: Attachments): void {
-  const now = () => ctx.clock.now();
-  const uploads = new MemoryRateLimiter(60, 60_000, now);
-  const userDownloads = new MemoryRateLimiter(1200, 60_000, now);
-  const peerDownloads = new MemoryRateLimiter(6000, 60_000, now);
-  const linkDownloads = new MemoryRateLimiter(600, 60_000, now);
+  const uploads = ctx.rateLimiter('att-upload', 60, 60_000);
+  const userDownloads = ctx.rateLimiter('att-user', 1200, 60_000);
+  const peerDownloads = ctx.rateLimiter('att-peer', 6000, 60_000);
+  const linkDownloads = ctx.rateLimiter('att-link', 600, 60_000);
   const max = attachments.maxBytes;
 
-  const limit = async (limiter: MemoryRateLimiter, key: string) => {
+  const limit = async (limiter: RateLimiter, key: string) => {
     const r = await limiter.hit(key);
     if (!r.allowed) throw tooMany('too many attachment requests; slow down', r.retryAfterMs / 1000);
   };

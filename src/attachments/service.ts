@@ -12,7 +12,7 @@
 // * anyone with the capability link of a conversation where one of our users sent it.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Db } from '../storage/db.js';
+import { storableText, type Db } from '../storage/db.js';
 import type { Config } from '../config/config.js';
 import type { Clock } from '../util/clock.js';
 import type { BusEvent, EventBus } from '../bus/bus.js';
@@ -409,7 +409,7 @@ export class Attachments implements AttachmentsPort {
     if (onDemand && outcome.state === 'retry') {
       await this.db
         .updateTable('attachment_fetches')
-        .set({ last_error: outcome.reason.slice(0, 500) })
+        .set({ last_error: storableText(outcome.reason.slice(0, 500)) })
         .where('attachment_id', '=', job.attachment_id)
         .where('domain', '=', job.domain)
         .execute();
@@ -420,7 +420,7 @@ export class Attachments implements AttachmentsPort {
     const delay = Math.min(6 * 3_600_000, 15_000 * 2 ** Math.min(20, attempts - 1));
     await this.db
       .updateTable('attachment_fetches')
-      .set({ state: giveUp ? 'failed' : 'pending', attempts, next_attempt_at: now + delay, last_error: outcome.reason.slice(0, 500), lease_until: null })
+      .set({ state: giveUp ? 'failed' : 'pending', attempts, next_attempt_at: now + delay, last_error: storableText(outcome.reason.slice(0, 500)), lease_until: null })
       .where('attachment_id', '=', job.attachment_id)
       .where('domain', '=', job.domain)
       .where('state', '=', 'pending')

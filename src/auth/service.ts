@@ -46,6 +46,9 @@ export class Auth {
   private readonly checkedAt = new Map<string, number>();
   private readonly maxCache = 50_000;
   private readonly revokeListeners = new Set<(sessionId: string) => void>();
+  // Sessions ended in the last RECHECK_MS: a lookup that raced with the revocation (read the row
+  // just before it committed) must not put the principal back into the cache.
+  private readonly endedRecently = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -150,6 +153,7 @@ export class Auth {
       .where('users.removed_at', 'is', null)
       .executeTakeFirst();
     if (!row || row.revoked_at !== null || Number(row.expires_at) <= now) return null;
+    if (this.endedRecently.has(row.session_id)) return null;
     const principal: Principal = {
       userId: Number(row.id),
       username: row.username,
@@ -196,8 +200,27 @@ export class Auth {
 
   /** Drops cached principals of a session and tells listeners (live sockets close). */
   forgetSession(sessionId: string): void {
-    for (const [k, p] of this.cache) if (p.sessionId === sessionId) this.cache.delete(k);
+    this.dropCachedSession(sessionId);
     for (const fn of this.revokeListeners) fn(sessionId);
+  }
+
+  /**
+   * Another instance ended this session ('session-revoked' on a shared bus): its tokens stop
+   * working here at once rather than at the next re-check. Tells no listener (no echo).
+   */
+  dropCachedSession(sessionId: string): void {
+    const now = this.clock.now();
+    for (const [id, at] of this.endedRecently) {
+      if (now - at < RECHECK_MS) break; // insertion order: the rest are newer
+      this.endedRecently.delete(id);
+    }
+    this.endedRecently.delete(sessionId);
+    this.endedRecently.set(sessionId, now);
+    for (const [k, p] of this.cache) {
+      if (p.sessionId !== sessionId) continue;
+      this.cache.delete(k);
+      this.checkedAt.delete(k);
+    }
   }
 
   /** Which of these sessions are still valid (not revoked, not expired, account not removed). */

@@ -52,6 +52,11 @@ export type BusEvent =
   | { type: 'settings'; address: string; sendReadReceipts: boolean }
   | { type: 'session-revoked'; sessionId: string };
 
+/**
+ * The contract every bus keeps (the hub relies on it): an event reaches the subscribers of every
+ * instance sharing the bus, this one included; 'message' events reach them in seq order, each
+ * once; a 'delivery' event never before the message it refers to.
+ */
 export interface EventBus {
   publish(event: BusEvent): void;
   subscribe(fn: (event: BusEvent) => void): () => void;

@@ -29,6 +29,11 @@ export interface Config {
   attachmentQuota: number;
   wsAuthTimeoutMs: number;
   wsHeartbeatMs: number;
+  /**
+   * INTERTALK_REDIS (redis:// or rediss:// URL): several instances of this provider share live
+   * delivery, session revocation and rate limits through it (src/cluster/). Null: one instance.
+   */
+  redis: string | null;
   federation: {
     resolve: Map<string, { host: string; port: number }>;
     insecurePeers: Set<string>;
@@ -122,6 +127,22 @@ function atLeast(name: string, ms: number, min: number): number {
   return ms;
 }
 
+/** INTERTALK_REDIS: unset, or a redis:// / rediss:// URL (optionally with a database number). */
+export function parseRedisUrl(raw: string | undefined): string | null {
+  if (raw === undefined) return null;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    // Not echoed: the URL may hold a password.
+    throw new ConfigError('INTERTALK_REDIS: not a URL (e.g. redis://127.0.0.1:6379)');
+  }
+  if ((u.protocol !== 'redis:' && u.protocol !== 'rediss:') || !u.hostname) {
+    throw new ConfigError('INTERTALK_REDIS: must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379)');
+  }
+  return raw;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const get = (k: string) => {
     const v = env[k];
@@ -177,6 +198,7 @@ export function loadConfig(env: Env = process.env): Config {
     attachmentQuota: parseSize('INTERTALK_ATTACHMENT_QUOTA', get('INTERTALK_ATTACHMENT_QUOTA') ?? '1024MiB'),
     wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),
     wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
+    redis: parseRedisUrl(get('INTERTALK_REDIS')),
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),
       insecurePeers: domainList('INTERTALK_INSECURE_PEERS', get('INTERTALK_INSECURE_PEERS')),
@@ -184,7 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxAgeMs: dur('INTERTALK_FEDERATION_MAX_AGE', '3d'),
       requestTimeoutMs: dur('INTERTALK_FEDERATION_TIMEOUT', '15s'),
       keyGraceMs: atLeast('INTERTALK_KEY_GRACE', dur('INTERTALK_KEY_GRACE', '7d'), 120_000),
-      sweepIntervalMs: dur('INTERTALK_FEDERATION_SWEEP', '30s'),
+      sweepIntervalMs: dur('INTERTALK_FEDERATION_SWEEP', '5s'),
       discoveryTtlMs: dur('INTERTALK_DISCOVERY_TTL', '1h'),
       peerConcurrency: parseInteger('INTERTALK_PEER_CONCURRENCY', get('INTERTALK_PEER_CONCURRENCY') ?? '4', 1, 256),
     },

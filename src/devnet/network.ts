@@ -57,6 +57,11 @@ export interface NetworkOptions {
   extraResolve?: Record<string, number>;
   ports?: Record<string, number>;
   logger?: (domain: string) => Logger | undefined;
+  /**
+   * Each provider's INTERTALK_DATABASE, from its domain and directory (default: an SQLite file in
+   * that directory). Tests use it to run the network on PostgreSQL; `env`/`envFor` still win.
+   */
+  database?: (domain: string, dir: string) => string | Promise<string>;
 }
 
 export async function startNetwork(opts: NetworkOptions): Promise<Network> {
@@ -76,7 +81,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       INTERTALK_DOMAIN: n.domain,
       INTERTALK_LISTEN: `127.0.0.1:${n.port}`,
       INTERTALK_PUBLIC_URL: `https://${n.domain}:${n.port}`,
-      INTERTALK_DATABASE: `sqlite:${join(n.dir, 'intertalk.db')}`,
+      INTERTALK_DATABASE: opts.database ? await opts.database(n.domain, n.dir) : `sqlite:${join(n.dir, 'intertalk.db')}`,
       INTERTALK_TLS_CERT: cert.certPath,
       INTERTALK_TLS_KEY: cert.keyPath,
       INTERTALK_RESOLVE: resolve,
@@ -102,7 +107,13 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     n.provider = null;
     await p.destroy();
   };
-  for (const d of nodes.keys()) await startNode(d);
+  try {
+    for (const d of nodes.keys()) await startNode(d);
+  } catch (err) {
+    // e.g. a port taken meanwhile: stop the providers already running, or they keep the process alive.
+    for (const d of nodes.keys()) await stopNode(d).catch(() => undefined);
+    throw err;
+  }
 
   return {
     ca,

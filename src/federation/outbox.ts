@@ -4,7 +4,7 @@
 // A crash between a peer's 2xx and our bookkeeping re-sends the message on restart; the peer
 // acknowledges the known (from, id) without storing it twice.
 import type { Logger } from 'pino';
-import type { Db } from '../storage/db.js';
+import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
@@ -207,7 +207,7 @@ export class OutboxWorker {
   }
 
   private async recordError(domain: string, reason: string): Promise<void> {
-    await this.o.db.updateTable('federation_peers').set({ last_error: reason.slice(0, 500), last_error_at: this.o.clock.now() }).where('domain', '=', domain).execute();
+    await this.o.db.updateTable('federation_peers').set({ last_error: errorText(reason), last_error_at: this.o.clock.now() }).where('domain', '=', domain).execute();
   }
 
   private async backOff(domain: string, reason: string, retryAfterMs: number | null): Promise<void> {
@@ -217,10 +217,10 @@ export class OutboxWorker {
     const now = this.o.clock.now();
     await this.o.db
       .updateTable('federation_peers')
-      .set({ failures, backoff_until: now + delay, last_error: reason.slice(0, 500), last_error_at: now })
+      .set({ failures, backoff_until: now + delay, last_error: errorText(reason), last_error_at: now })
       .where('domain', '=', domain)
       .execute();
-    await this.o.db.updateTable('outbox').set({ next_attempt_at: now + delay, last_error: reason.slice(0, 500) }).where('destination', '=', domain).where('state', '=', 'queued').execute();
+    await this.o.db.updateTable('outbox').set({ next_attempt_at: now + delay, last_error: errorText(reason) }).where('destination', '=', domain).where('state', '=', 'queued').execute();
     this.o.logger.info({ destination: domain, failures, retryInMs: delay, reason }, 'delivery deferred');
   }
 
@@ -234,7 +234,7 @@ export class OutboxWorker {
     const now = this.o.clock.now();
     await this.o.db
       .updateTable('outbox')
-      .set({ state, last_error: error?.slice(0, 500) ?? null, delivered_at: state === 'delivered' ? now : null })
+      .set({ state, last_error: error === null ? null : errorText(error), delivered_at: state === 'delivered' ? now : null })
       .where('id', '=', id)
       .execute();
     this.o.bus.publish({ type: 'delivery', ...ev, state, error, insecure });
@@ -288,6 +288,11 @@ export function plainWireBody(stored: string): string {
     o.format = m.format;
   }
   return JSON.stringify(o);
+}
+
+/** An error for a last_error column: a peer's answer may hold any text (see storableText). */
+function errorText(reason: string): string {
+  return storableText(reason.slice(0, 500));
 }
 
 function formatAge(ms: number): string {

@@ -3,7 +3,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { AppContext, DeliveryState, FederationPort } from '../context.js';
-import { MemoryRateLimiter } from '../auth/limiter.js';
 import { HttpError, notFound } from '../http/errors.js';
 import { SigningKeys } from './keys.js';
 import { PeerHttp, PeerNetworkError } from './net.js';
@@ -101,8 +100,8 @@ export class Federation implements FederationPort {
       blocklist: this.blocklist,
       maxRecipients: config.maxRecipients,
       skewMs: config.clockSkewMs,
-      perPeer: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
-      perIp: new MemoryRateLimiter(6000, 60_000, () => clock.now()),
+      perPeer: ctx.rateLimiter('fed-messages-peer', 6000, 60_000),
+      perIp: ctx.rateLimiter('fed-messages-ip', 6000, 60_000),
       onAccepted: () => ctx.metrics.messagesAccepted.inc({ origin: 'federation' }),
       onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
     });
@@ -120,8 +119,8 @@ export class Federation implements FederationPort {
       maxRecipients: config.maxRecipients,
       skewMs: config.clockSkewMs,
       timeoutMs: Math.min(f.requestTimeoutMs, 5_000),
-      perPeer: new MemoryRateLimiter(12_000, 60_000, () => clock.now()),
-      perIp: new MemoryRateLimiter(12_000, 60_000, () => clock.now()),
+      perPeer: ctx.rateLimiter('fed-signals-peer', 12_000, 60_000),
+      perIp: ctx.rateLimiter('fed-signals-ip', 12_000, 60_000),
     });
   }
 

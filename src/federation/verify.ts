@@ -2,7 +2,7 @@
 // the bearer token's claims are checked against the message (claims.ts), its signature against
 // the issuer's published key (peer-keys.ts), and its jti against replays (table inbound_jti).
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, importJWK, jwtVerify, type JWK } from 'jose';
-import type { Db } from '../storage/db.js';
+import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { sha256 } from '../util/ids.js';
 import { FEDERATION_ALGORITHMS, checkFederationClaims } from './claims.js';
@@ -121,7 +121,8 @@ export class FederationVerifier {
       const requestHash = sha256(Buffer.concat([Buffer.from(`${token}\n`, 'utf8'), body]));
       // The token cannot verify after exp + skew, so the row is not needed after that.
       const expiresAt = Math.ceil(claims.exp * 1000) + this.skewMs;
-      const replay = await this.recordJti(claims.iss, jti, expiresAt, requestHash, now);
+      // Stored as storableText: a jti may hold U+0000, which PostgreSQL's text cannot.
+      const replay = await this.recordJti(claims.iss, storableText(jti), expiresAt, requestHash, now);
       if (replay) return deny('replayed', 'this token has already been used for a different request');
     }
     await this.cleanupJti(now);

@@ -1,11 +1,12 @@
 // Messages and conversations: accept a message (from our user or from a peer), persist it with
 // its conversation and — for participants elsewhere — its outbox rows in one transaction, then
 // announce it on the bus. History, conversation lists and read markers.
-import type { Transaction } from 'kysely';
-import type { Db } from '../storage/db.js';
+import { createHash } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
+import { storableText, type Db } from '../storage/db.js';
 import type { Database } from '../storage/schema.js';
 import type { Clock } from '../util/clock.js';
-import type { EventBus } from '../bus/bus.js';
+import type { BusEvent, EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
 import { domainOf } from '../protocol/address.js';
 import { canonicalParticipants, conversationId } from '../protocol/conversation.js';
@@ -102,6 +103,13 @@ function sameContent(prior: IntertalkMessage & { deleted?: true }, m: IntertalkM
   return prior.message === m.message && (prior.messageFormatted ?? null) === (m.messageFormatted ?? null) && (prior.format ?? null) === (m.format ?? null);
 }
 
+/**
+ * PostgreSQL advisory lock taken by every transaction that stores messages when several
+ * instances share one database (see Messaging's `serializeCommits`). Any constant works, as long
+ * as every instance uses the same one.
+ */
+const MESSAGE_COMMIT_LOCK = '7460736573657101';
+
 /** A rule of the rich extension was broken (e.g. editing someone else's message). */
 export class RichRuleError extends Error {
   constructor(
@@ -129,7 +137,26 @@ export class Messaging {
     private readonly bus: EventBus,
     /** Called after a delete committed: storage scrubs lingering copies. */
     private readonly onContentRemoved: () => void = () => undefined,
+    /**
+     * PostgreSQL shared by several instances: message-storing transactions take one advisory lock
+     * first, so a seq is only drawn while no other such transaction is open and **seq order is
+     * commit order** across instances. Live delivery (src/cluster/seq-order.ts) and resume
+     * (`since` cursors) rely on it: once seq N is visible, no seq < N can appear later. Without it,
+     * instance A could draw 100, instance B 101 and commit first; a client would get 101, move its
+     * cursor past 100 and never see 100. (One process commits its batches one at a time, and
+     * SQLite has a single writer, so neither needs it.) The lock is held for one group-commit
+     * batch, so writes from all instances are serialised batch by batch, not message by message.
+     */
+    private readonly serializeCommits = false,
   ) {}
+
+  /** A transaction that stores messages (under the commit lock when commits are serialised). */
+  private storeTx<T>(fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(async (trx) => {
+      if (this.serializeCommits) await sql`select pg_advisory_xact_lock(${sql.raw(MESSAGE_COMMIT_LOCK)})`.execute(trx);
+      return fn(trx);
+    });
+  }
 
   newId(): string {
     return randomId();
@@ -204,7 +231,7 @@ export class Messaging {
     while (this.writeQueue.length > 0) {
       const batch = this.writeQueue.splice(0, 512);
       try {
-        const seqs = await this.db.transaction().execute(async (trx) => {
+        const seqs = await this.storeTx(async (trx) => {
           const out: Array<number | null> = [];
           for (const item of batch) out.push(await this.write(trx, item.w));
           return out;
@@ -214,7 +241,7 @@ export class Messaging {
         // One bad write must not sink its neighbours: retry each on its own.
         for (const item of batch) {
           try {
-            item.resolve(await this.db.transaction().execute((trx) => this.write(trx, item.w)));
+            item.resolve(await this.storeTx((trx) => this.write(trx, item.w)));
           } catch (err) {
             item.reject(err);
           }
@@ -308,7 +335,8 @@ export class Messaging {
     const r = m.rich!;
     if (r.type === 'property') {
       const at = Date.parse(m.sentAt);
-      const key = `${m.from}\n${m.id}`;
+      // Hex, so the comparison means the same under any database collation.
+      const key = createHash('sha256').update(`${m.from}\n${m.id}`).digest('hex');
       await trx
         .updateTable('conversations')
         .set({ title: r.property!.value || null, title_seq: seq, title_at: at, title_key: key })
@@ -352,17 +380,21 @@ export class Messaging {
     }
     if (original && original.kind !== 'content' && original.kind !== 'reply') throw new RichRuleError(400, 'not_editable', `rich.reference: a ${original.kind} message cannot be changed`);
     if (!original) return; // never seen here (history before we joined): nothing to update
+    const originalState = await trx.selectFrom('message_state').select('deleted_at').where('seq', '=', original.seq).executeTakeFirst();
+    if (originalState?.deleted_at) throw new RichRuleError(409, 'deleted', `rich.reference: that message was deleted; it cannot be ${r.type === 'edit' ? 'edited' : 'deleted again'}`);
     if (r.type === 'edit') {
-      const text = r.text ?? m.message;
+      // Raw text columns (the message itself is stored as JSON): see storableText.
+      const text = storableText(r.text ?? m.message);
+      const formatted = typeof m.messageFormatted === 'string' ? storableText(m.messageFormatted) : null;
       await trx
         .insertInto('message_state')
-        .values({ seq: original.seq, text, formatted: m.messageFormatted ?? null, format: m.format ?? null, edit_count: 1, last_edit_seq: seq, edited_at: m.sentAt, deleted_at: null })
+        .values({ seq: original.seq, text, formatted, format: m.format ?? null, edit_count: 1, last_edit_seq: seq, edited_at: m.sentAt, deleted_at: null })
         .onConflict((oc) =>
           oc
             .column('seq')
             .doUpdateSet((eb) => ({
               text,
-              formatted: m.messageFormatted ?? null,
+              formatted,
               format: m.format ?? null,
               edit_count: eb('message_state.edit_count', '+', 1),
               last_edit_seq: seq,
@@ -411,6 +443,14 @@ export class Messaging {
         }
       }
       frontier = next;
+    }
+    // Scrubbed edits are tombstones too (a queued delivery of one is cancelled, not sent empty).
+    for (const s of scrub) {
+      await trx
+        .insertInto('message_state')
+        .values({ seq: Number(s), text: null, formatted: null, format: null, edit_count: 0, last_edit_seq: null, edited_at: null, deleted_at: at })
+        .onConflict((oc) => oc.column('seq').doUpdateSet({ deleted_at: at }))
+        .execute();
     }
     scrub.add(String(seq));
     for (const s of scrub) {
@@ -503,9 +543,12 @@ export class Messaging {
       .select(['target_sender', 'target_id', 'emoji', 'reactor', 'seq'])
       .where('conversation_id', '=', convId)
       .where('target_id', 'in', messages.map((m) => m.id))
-      .orderBy('emoji').orderBy('reactor')
+      .orderBy('seq')
       .execute();
     const byTarget = new Map<string, Map<string, string[]>>();
+    // By emoji, then reactor, in code-point order: the same list on every provider and database.
+    const codePoints = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+    reactions.sort((a, b) => codePoints(a.emoji, b.emoji) || codePoints(a.reactor, b.reactor));
     for (const x of reactions) {
       const key = `${x.target_sender}\n${x.target_id}`;
       let emojis = byTarget.get(key);
@@ -551,6 +594,44 @@ export class Messaging {
       .limit(limit)
       .execute();
     return rows.map((r) => ({ seq: Number(r.seq), json: servedJson(Number(r.seq), r.conversation_id, r.body) }));
+  }
+
+  /** The newest committed seq of any conversation (0 when there is none). */
+  async maxSeq(): Promise<number> {
+    const row = await this.db.selectFrom('messages').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirst();
+    return Number(row?.seq ?? 0);
+  }
+
+  /**
+   * Committed messages with after < seq <= upTo, oldest first, as the 'message' bus events that
+   * announced them (recipients: the conversation's local members). Several instances use it to
+   * fill gaps in what reached them over a shared bus (src/cluster/seq-order.ts).
+   */
+  async committedAfter(after: number, upTo: number, limit: number): Promise<Array<Extract<BusEvent, { type: 'message' }>>> {
+    const rows = await this.db
+      .selectFrom('messages')
+      .select(['seq', 'conversation_id', 'body'])
+      .where('seq', '>', after)
+      .where('seq', '<=', upTo)
+      .orderBy('seq', 'asc')
+      .limit(limit)
+      .execute();
+    if (rows.length === 0) return [];
+    const convIds = [...new Set(rows.map((r) => r.conversation_id))];
+    const members = await this.db.selectFrom('conversation_members').select(['conversation_id', 'address']).where('conversation_id', 'in', convIds).where('is_local', '=', 1).execute();
+    const local = new Map<string, string[]>();
+    for (const m of members) {
+      const list = local.get(m.conversation_id) ?? [];
+      list.push(m.address);
+      local.set(m.conversation_id, list);
+    }
+    return rows.map((r) => ({
+      type: 'message' as const,
+      seq: Number(r.seq),
+      conversationId: r.conversation_id,
+      recipients: local.get(r.conversation_id) ?? [],
+      json: servedJson(Number(r.seq), r.conversation_id, r.body),
+    }));
   }
 
   async latestSeq(address: string): Promise<number> {

@@ -19,6 +19,15 @@ export interface Storage {
   close(): Promise<void>;
 }
 
+/**
+ * Free text (not JSON) for a text column. PostgreSQL's text type cannot hold U+0000 (the insert
+ * fails), SQLite's can: it is stored as U+FFFD on every engine, so both keep the same value.
+ * JSON columns need nothing: JSON.stringify writes U+0000 as the escape \u0000.
+ */
+export function storableText(s: string): string {
+  return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
+}
+
 /** Parses INTERTALK_DATABASE: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`. */
 export function parseDatabaseUrl(url: string): { dialect: Dialect; target: string } {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return { dialect: 'postgres', target: url };
@@ -66,6 +75,10 @@ export async function openStorage(url: string): Promise<Storage> {
     // BIGINT (int8) columns hold millisecond timestamps and sequence numbers, all < 2^53.
     pg.default.types.setTypeParser(20, (v: string) => Number(v));
     const pool = new pg.default.Pool({ connectionString: target, max: 10 });
+    // An idle connection that the server ends (restart, failover, pg_terminate_backend) is
+    // reported as an 'error' event on the pool, which would crash the process without a listener.
+    // The pool has already discarded that client and opens a new one for the next query.
+    pool.on('error', () => undefined);
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   }
   // Kysely's migration lock does not span separate SQLite connections: two processes starting on

@@ -180,12 +180,12 @@ export class TlsSocket {
 }
 
 /** Polls `fn` until it returns a truthy value; throws `what()` after `timeoutMs`. */
-export async function waitFor<T>(fn: () => Promise<T | undefined | false | null | 0> | T | undefined | false | null | 0, timeoutMs: number, what: () => string, everyMs = 20): Promise<T> {
+export async function waitFor<T>(fn: () => Promise<T | undefined | false | null | 0> | T | undefined | false | null | 0, timeoutMs: number, what: () => string | Promise<string>, everyMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = await fn();
     if (r) return r;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${await what()}`);
     await new Promise((res) => setTimeout(res, everyMs));
   }
 }

@@ -27,6 +27,8 @@ export interface HostConfig {
   keys: Map<string, unknown>;
   /** Overrides the /keys document. */
   jwks?: unknown;
+  /** Answer to POST /messages (deliveries to this domain); default 404. */
+  messages?: { status: number; json?: unknown };
 }
 
 export class EvilPeer {
@@ -86,6 +88,7 @@ export class EvilPeer {
     };
     req.resume();
     const h = this.hosts.get(host);
+    if (h?.messages && req.method === 'POST' && path === '/messages') return send(h.messages.status, h.messages.json);
     if (!h || req.method !== 'GET') return send(404);
     if (path === '/.well-known/intertalk') return send(h.wellKnown.status, h.wellKnown.json);
     if (path === '/keys') return send(200, h.jwks ?? { keys: [...h.keys.values()] });

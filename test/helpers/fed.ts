@@ -10,6 +10,7 @@ import type { Network } from '../../src/devnet/network.js';
 import { loadConfig } from '../../src/config/config.js';
 import { Provider } from '../../src/provider.js';
 import { federation, type Federation } from '../../src/federation/service.js';
+import { databaseUrl, dropDatabase } from './database.js';
 
 export interface Res<T = any> {
   status: number;
@@ -252,11 +253,12 @@ export async function startPlainProvider(net: Network, opts: { domain: string; p
   const dir = mkdtempSync(join(tmpdir(), 'intertalk-plain-'));
   mkdirSync(dir, { recursive: true });
   const resolve = [...net.nodes.values()].map((n) => `${n.domain}=127.0.0.1:${n.port}`).join(',');
+  const database = await databaseUrl(dir);
   const config = loadConfig({
     INTERTALK_DOMAIN: opts.domain,
     INTERTALK_LISTEN: `127.0.0.1:${opts.port}`,
     INTERTALK_PUBLIC_URL: `http://${opts.domain}:${opts.port}`,
-    INTERTALK_DATABASE: `sqlite:${join(dir, 'intertalk.db')}`,
+    INTERTALK_DATABASE: database,
     INTERTALK_RESOLVE: resolve,
     INTERTALK_LOG_LEVEL: 'silent',
     ...(opts.env ?? {}),
@@ -272,6 +274,7 @@ export async function startPlainProvider(net: Network, opts: { domain: string; p
       extraTargets.delete(opts.domain);
       extraProviders.delete(opts.domain);
       await provider.destroy();
+      await dropDatabase(database);
     },
   };
 }

@@ -1,10 +1,12 @@
-// Test harness: real providers on real sockets with real SQLite files in a temp directory.
+// Test harness: real providers on real sockets with real databases: SQLite files in a temp
+// directory, or PostgreSQL databases with INTERTALK_TEST_DATABASE=postgres (helpers/database.ts).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config/config.js';
 import { Provider, type ProviderOptions } from '../../src/provider.js';
+import { databaseUrl, dropDatabase } from './database.js';
 
 export interface Started {
   provider: Provider;
@@ -18,10 +20,15 @@ export function tempDir(prefix = 'intertalk-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/**
+ * A provider on 127.0.0.1 with its data in `opts.dir` (a new temp dir unless given: pass the same
+ * dir again to restart it on the same database). `env.INTERTALK_DATABASE` overrides the database.
+ */
 export async function startProvider(env: Record<string, string> = {}, opts: ProviderOptions & { dir?: string } = {}): Promise<Started> {
   const dir = opts.dir ?? tempDir();
+  const database = env.INTERTALK_DATABASE ?? (await databaseUrl(dir));
   const config = loadConfig({
-    INTERTALK_DATABASE: `sqlite:${join(dir, 'intertalk.db')}`,
+    INTERTALK_DATABASE: database,
     INTERTALK_LISTEN: '127.0.0.1:0',
     INTERTALK_LOG_LEVEL: 'silent',
     ...env,
@@ -35,7 +42,10 @@ export async function startProvider(env: Record<string, string> = {}, opts: Prov
     dir,
     async stop() {
       await provider.destroy();
-      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+      if (!opts.dir) {
+        rmSync(dir, { recursive: true, force: true });
+        await dropDatabase(database);
+      }
     },
   };
 }

@@ -1,0 +1,119 @@
+// A RateLimiter shared by every instance of one provider: a fixed-window counter per key in Redis,
+// kept by one Lua script per call (INCR, and PEXPIRE when the window starts: atomic, one round
+// trip), with the same semantics as MemoryRateLimiter: at most `limit` events per `windowMs`.
+//
+// Redis unavailable (down, restarting, slow beyond the command timeout): the call falls back to
+// an in-memory limiter of the same shape, so logins and sends keep working with per-instance
+// limits rather than failing; the shared counters resume when Redis is back.
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Redis } from 'ioredis';
+import type { RateLimiter } from '../auth/limiter.js';
+
+// KEYS[1]: the window's counter; ARGV[1]: window length (ms). Returns {count, ms left}.
+const HIT = `
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+`;
+
+const CHECK = `
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
+return {n, ttl}
+`;
+
+type Reply = [number, number];
+
+interface LimiterCommands {
+  intertalkRateHit(key: string, windowMs: number): Promise<Reply>;
+  intertalkRateCheck(key: string): Promise<Reply>;
+}
+
+/** Defines the scripts once per connection (EVALSHA, loaded on first use). */
+function commands(redis: Redis): LimiterCommands {
+  const r = redis as Redis & Partial<LimiterCommands>;
+  if (!r.intertalkRateHit) {
+    redis.defineCommand('intertalkRateHit', { numberOfKeys: 1, lua: HIT });
+    redis.defineCommand('intertalkRateCheck', { numberOfKeys: 1, lua: CHECK });
+  }
+  return r as unknown as LimiterCommands;
+}
+
+export interface RedisRateLimiterOptions {
+  redis: Redis;
+  /** Key prefix, e.g. `intertalk:{domain}:rl:login:`. */
+  prefix: string;
+  limit: number;
+  windowMs: number;
+  /** Used while Redis cannot answer. */
+  fallback: RateLimiter;
+  logger: Logger;
+}
+
+export class RedisRateLimiter implements RateLimiter {
+  private readonly cmd: LimiterCommands;
+  private lastWarn = 0;
+
+  constructor(private readonly o: RedisRateLimiterOptions) {
+    this.cmd = commands(o.redis);
+  }
+
+  /** Keys hold user input (login names, addresses): long ones are hashed to bound their size. */
+  private key(key: string): string {
+    return this.o.prefix + (key.length > 200 ? `#${createHash('sha256').update(key).digest('base64url')}` : key);
+  }
+
+  private degraded(err: unknown): void {
+    const now = Date.now();
+    if (now - this.lastWarn < 10_000) return;
+    this.lastWarn = now;
+    this.o.logger.warn({ err: { message: (err as Error)?.message ?? String(err) }, prefix: this.o.prefix }, 'redis rate limiter unavailable; limiting per instance meanwhile');
+  }
+
+  private get ready(): boolean {
+    return this.o.redis.status === 'ready';
+  }
+
+  async hit(key: string): Promise<{ allowed: boolean; retryAfterMs: number }> {
+    if (!this.ready) {
+      this.degraded(new Error(`redis is ${this.o.redis.status}`));
+      return this.o.fallback.hit(key);
+    }
+    try {
+      const [count, ttl] = await this.cmd.intertalkRateHit(this.key(key), this.o.windowMs);
+      return Number(count) > this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 };
+    } catch (err) {
+      this.degraded(err);
+      return this.o.fallback.hit(key);
+    }
+  }
+
+  async check(key: string): Promise<{ allowed: boolean; retryAfterMs: number }> {
+    if (!this.ready) {
+      this.degraded(new Error(`redis is ${this.o.redis.status}`));
+      return this.o.fallback.check(key);
+    }
+    try {
+      const [count, ttl] = await this.cmd.intertalkRateCheck(this.key(key));
+      return Number(count) >= this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 };
+    } catch (err) {
+      this.degraded(err);
+      return this.o.fallback.check(key);
+    }
+  }
+
+  async reset(key: string): Promise<void> {
+    await this.o.fallback.reset(key);
+    if (!this.ready) return;
+    try {
+      await this.o.redis.del(this.key(key));
+    } catch (err) {
+      this.degraded(err);
+    }
+  }
+}
