@@ -302,6 +302,13 @@ export class Attachments implements AttachmentsPort {
   }
 
   /** A peer provider `iss`, for its user `sub`: only files our users sent to a conversation with `sub`. */
+  /** Access to a file we hold, described as the referencing message describes it. */
+  private async grant(id: string, body: string | undefined): Promise<Decision> {
+    if (body === undefined || !(await this.has(id))) return { kind: 'none' };
+    const a = refIn(body, id);
+    return { kind: 'ok', access: { id, mediaType: a?.mediaType ?? 'application/octet-stream', name: a?.name ?? null } };
+  }
+
   async forPeer(sub: string, id: string): Promise<Decision> {
     if (!ATTACHMENT_ID.test(id)) return { kind: 'none' };
     const ref = await this.db
@@ -313,9 +320,7 @@ export class Attachments implements AttachmentsPort {
       .where('m.origin', '=', 'local')
       .limit(1)
       .executeTakeFirst();
-    if (!ref || !(await this.has(id))) return { kind: 'none' };
-    const a = refIn(ref.body, id);
-    return { kind: 'ok', access: { id, mediaType: a?.mediaType ?? 'application/octet-stream', name: a?.name ?? null } };
+    return this.grant(id, ref?.body);
   }
 
   /** A capability link (plain peers' users): HMAC of (id, conversation), still sent there by one of ours. */
@@ -333,9 +338,7 @@ export class Attachments implements AttachmentsPort {
       .where('m.origin', '=', 'local')
       .limit(1)
       .executeTakeFirst();
-    if (!ref || !(await this.has(id))) return { kind: 'none' };
-    const a = refIn(ref.body, id);
-    return { kind: 'ok', access: { id, mediaType: a?.mediaType ?? 'application/octet-stream', name: a?.name ?? null } };
+    return this.grant(id, ref?.body);
   }
 
   // --- files of peers' messages ------------------------------------------------------------------

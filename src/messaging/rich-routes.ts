@@ -15,6 +15,11 @@ function obj(req: FastifyRequest): Record<string, unknown> {
   return b as Record<string, unknown>;
 }
 
+/** A client's optional formatted text ({formatted, format}) as message fields; Markdown by default. */
+function formatted(b: Record<string, unknown>): Record<string, unknown> {
+  return b.formatted === undefined ? {} : { messageFormatted: b.formatted, format: b.format ?? 'text/markdown' };
+}
+
 export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { messaging } = ctx;
 
@@ -62,12 +67,8 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
       // [{id, name}] of the caller's uploads (POST /attachments); send.ts completes them.
       rich.attachments = b.attachments;
     }
-    const extra: Record<string, unknown> = {};
+    const extra = formatted(b);
     if (b.id !== undefined) extra.id = b.id;
-    if (b.formatted !== undefined) {
-      extra.messageFormatted = b.formatted;
-      extra.format = b.format ?? 'text/markdown';
-    }
     const res = await send(user, c.participants, rich as unknown as Rich, extra);
     return reply201(reply, res.json);
   });
@@ -93,12 +94,7 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (typeof b.text !== 'string' || b.text.trim() === '') throw new HttpError(400, 'invalid_request', 'text: the new text');
     const latest = t.latestEdit ?? { id: t.id, kind: t.kind };
     const rich = { type: 'edit', text: b.text, reference: { id: latest.id, sender: t.sender, type: latest.kind, text: null } };
-    const extra: Record<string, unknown> = {};
-    if (b.formatted !== undefined) {
-      extra.messageFormatted = b.formatted;
-      extra.format = b.format ?? 'text/markdown';
-    }
-    const res = await send(user, c.participants, rich as unknown as Rich, extra);
+    const res = await send(user, c.participants, rich as unknown as Rich, formatted(b));
     return reply201(reply, res.json);
   });
 

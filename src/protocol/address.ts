@@ -48,6 +48,22 @@ export function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1);
 }
 
+/**
+ * A participant list (`to`): 1..max valid addresses, normalised to lower case (not de-duplicated:
+ * callers canonicalise). The error names the first bad entry.
+ */
+export function parseAddressList(v: unknown[], max: number): { ok: true; addresses: string[] } | { ok: false; reason: string } {
+  if (v.length === 0) return { ok: false, reason: 'to: must name at least one participant' };
+  if (v.length > max) return { ok: false, reason: `to: at most ${max} participants` };
+  const addresses: string[] = [];
+  for (const [i, a] of v.entries()) {
+    const r = parseAddress(a);
+    if (!r.ok) return { ok: false, reason: `to[${i}]: ${r.reason}` };
+    addresses.push(r.address.full);
+  }
+  return { ok: true, addresses };
+}
+
 /** Shortens user-supplied text quoted back in error messages. */
 export function clip(s: string, max = 80): string {
   return s.length > max ? `${s.slice(0, max)}…` : s;

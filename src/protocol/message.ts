@@ -2,7 +2,7 @@
 // Pure: no I/O, the clock is passed in. Used for messages from our users and from peers.
 import contentType from 'content-type';
 import { canonicalParticipants } from './conversation.js';
-import { clip, parseAddress } from './address.js';
+import { clip, parseAddress, parseAddressList } from './address.js';
 import { validateRich, type Rich } from './rich.js';
 
 export interface IntertalkMessage {
@@ -71,14 +71,9 @@ export function validateMessage(input: unknown, rules: MessageRules): MessageRes
 
   if (o.to === undefined && o.room !== undefined) return { ok: false, error: 'unsupported', message: 'room messages are not supported by this provider' };
   if (!Array.isArray(o.to)) return bad('to: must be an array of addresses');
-  if (o.to.length === 0) return bad('to: must name at least one participant');
-  if (o.to.length > rules.maxRecipients) return bad(`to: at most ${rules.maxRecipients} participants`);
-  const to: string[] = [];
-  for (const [i, a] of o.to.entries()) {
-    const r = parseAddress(a);
-    if (!r.ok) return bad(`to[${i}]: ${r.reason}`);
-    to.push(r.address.full);
-  }
+  const list = parseAddressList(o.to, rules.maxRecipients);
+  if (!list.ok) return bad(list.reason);
+  const to = list.addresses;
 
   if (typeof o.from !== 'string') return bad('from: must be the sender\'s address');
   const from = parseAddress(o.from);

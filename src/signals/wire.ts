@@ -9,7 +9,7 @@
 //
 // A receipt names the last message `from` has read by (messageSender, messageId): seq numbers are
 // local to each provider. Pure validation, no I/O.
-import { clip, parseAddress } from '../protocol/address.js';
+import { clip, parseAddress, parseAddressList } from '../protocol/address.js';
 import { canonicalParticipants } from '../protocol/conversation.js';
 import { isValidMessageId, parseTimestamp } from '../protocol/message.js';
 
@@ -38,15 +38,9 @@ export function validateSignal(input: unknown, rules: { now: number; skewMs: num
   if (o.type !== 'typing' && o.type !== 'receipt') return bad('type: must be "typing" or "receipt"');
 
   if (!Array.isArray(o.to)) return bad('to: must be an array of addresses (the participants of the conversation)');
-  if (o.to.length === 0) return bad('to: must name at least one participant');
-  if (o.to.length > rules.maxRecipients) return bad(`to: at most ${rules.maxRecipients} participants`);
-  const to: string[] = [];
-  for (const [i, a] of o.to.entries()) {
-    const r = parseAddress(a);
-    if (!r.ok) return bad(`to[${i}]: ${r.reason}`);
-    to.push(r.address.full);
-  }
-  const participants = canonicalParticipants(to);
+  const list = parseAddressList(o.to, rules.maxRecipients);
+  if (!list.ok) return bad(list.reason);
+  const participants = canonicalParticipants(list.addresses);
 
   const from = parseAddress(o.from);
   if (!from.ok) return bad(`from: ${from.reason}`);
