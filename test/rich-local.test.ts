@@ -287,6 +287,27 @@ describe('rich/1 actions on one provider', () => {
   });
 });
 
+describe('retried rich actions', () => {
+  test('a retried message with the same id is answered with the original and marked as a replay', async () => {
+    const p = await startProvider();
+    try {
+      const alice = await user(p.url, 'alice');
+      const bob = await user(p.url, 'bob');
+      const first = await send(p.url, alice.token, [alice.address, bob.address], 'hi');
+      const path = `/conversations/${first.body.conversationId}/messages`;
+      const a = await http(p.url, 'POST', path, { token: bob.token, json: { id: 'reply-1', text: 'hello', replyTo: first.body.seq } });
+      const b = await http(p.url, 'POST', path, { token: bob.token, json: { id: 'reply-1', text: 'hello', replyTo: first.body.seq } });
+      assert.equal(a.status, 201);
+      assert.equal(a.headers.get('intertalk-replayed'), null);
+      assert.equal(b.status, 201);
+      assert.equal(b.headers.get('intertalk-replayed'), 'true');
+      assert.deepEqual(b.body, a.body);
+    } finally {
+      await p.stop();
+    }
+  });
+});
+
 describe('concurrent renames', () => {
   test('the latest sentAt wins on every provider, whatever order renames arrive in', async () => {
     const p = await startProvider();

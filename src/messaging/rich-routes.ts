@@ -42,10 +42,12 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     return submit(ctx, user, { ...extra, to: participants, rich });
   }
 
-  const reply201 = (reply: { code(n: number): unknown; header(k: string, v: string): unknown }, json: string) => {
+  // Same answer as POST /messages: 201 with the stored message, marked when it was a retry.
+  const reply201 = (reply: { code(n: number): unknown; header(k: string, v: string): unknown }, res: { json: string; replayed: boolean }) => {
     reply.code(201);
     reply.header('content-type', 'application/json; charset=utf-8');
-    return json;
+    if (res.replayed) reply.header('intertalk-replayed', 'true');
+    return res.json;
   };
 
   // New message in a conversation, optionally a reply and/or with attachments.
@@ -70,7 +72,7 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     const extra = formatted(b);
     if (b.id !== undefined) extra.id = b.id;
     const res = await send(user, c.participants, rich as unknown as Rich, extra);
-    return reply201(reply, res.json);
+    return reply201(reply, res);
   });
 
   app.post('/conversations/:id/messages/:seq/reactions', async (req, reply) => {
@@ -80,7 +82,7 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     const b = obj(req);
     const rich = { type: 'reaction', reference: { id: t.id, sender: t.sender, type: t.kind, text: null }, reaction: b.remove === true ? { emoji: b.emoji, remove: true } : { emoji: b.emoji } };
     const res = await send(user, c.participants, rich as unknown as Rich);
-    return reply201(reply, res.json);
+    return reply201(reply, res);
   });
 
   // Edit: the new text; the reference is the latest version (COI: edits refer to the last edit).
@@ -95,7 +97,7 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     const latest = t.latestEdit ?? { id: t.id, kind: t.kind };
     const rich = { type: 'edit', text: b.text, reference: { id: latest.id, sender: t.sender, type: latest.kind, text: null } };
     const res = await send(user, c.participants, rich as unknown as Rich, formatted(b));
-    return reply201(reply, res.json);
+    return reply201(reply, res);
   });
 
   app.delete('/conversations/:id/messages/:seq', async (req, reply) => {
@@ -106,7 +108,7 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (t.deleted) throw new HttpError(409, 'deleted', 'this message was already deleted');
     const rich = { type: 'delete', reference: { id: t.id, sender: t.sender, type: t.kind, text: null } };
     const res = await send(user, c.participants, rich as unknown as Rich);
-    return reply201(reply, res.json);
+    return reply201(reply, res);
   });
 
   // The conversation's display name (a chat-property change message); "" removes it.
@@ -116,6 +118,6 @@ export function richRoutes(app: FastifyInstance, ctx: AppContext): void {
     const b = obj(req);
     if (typeof b.name !== 'string') throw new HttpError(400, 'invalid_request', 'name: a string ("" removes the name)');
     const res = await send(user, c.participants, { type: 'property', property: { name: 'displayName', value: b.name } });
-    return reply201(reply, res.json);
+    return reply201(reply, res);
   });
 }
