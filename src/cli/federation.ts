@@ -19,7 +19,8 @@ export interface CommandGroup {
 
 class CliUsage extends Error {}
 
-async function withDb<T>(config: Config, fn: (db: Awaited<ReturnType<typeof openStorage>>['db']) => Promise<T>): Promise<T> {
+/** Opens the configured database for one CLI command and closes it afterwards. */
+export async function withDb<T>(config: Config, fn: (db: Awaited<ReturnType<typeof openStorage>>['db']) => Promise<T>): Promise<T> {
   const storage = await openStorage(config.database);
   try {
     return await fn(storage.db);

@@ -2,12 +2,11 @@
 import { createInterface } from 'node:readline';
 import { loadConfig, ConfigError, type Config } from '../config/config.js';
 import { Provider } from '../provider.js';
-import { openStorage } from '../storage/db.js';
 import { Accounts, AccountError } from '../accounts/service.js';
 import { Auth } from '../auth/service.js';
 import { MemoryRateLimiter } from '../auth/limiter.js';
 import { systemClock } from '../util/clock.js';
-import { CliUsage, commandGroups, federationFactory } from './federation.js';
+import { CliUsage, commandGroups, federationFactory, withDb } from './federation.js';
 
 const USAGE = `usage: intertalk <command>
 
@@ -39,19 +38,16 @@ async function readPassword(prompt: string): Promise<string> {
 }
 
 async function withAccounts<T>(config: Config, fn: (a: Accounts, auth: Auth) => Promise<T>): Promise<T> {
-  const storage = await openStorage(config.database);
-  try {
-    const accounts = new Accounts(storage.db, config.domain, systemClock);
-    const auth = new Auth(storage.db, accounts, systemClock, {
+  return withDb(config, (db) => {
+    const accounts = new Accounts(db, config.domain, systemClock);
+    const auth = new Auth(db, accounts, systemClock, {
       accessTtlMs: config.accessTokenTtlMs,
       refreshTtlMs: config.refreshTokenTtlMs,
       perAccount: new MemoryRateLimiter(1, 1),
       perClient: new MemoryRateLimiter(1, 1),
     });
-    return await fn(accounts, auth);
-  } finally {
-    await storage.close();
-  }
+    return fn(accounts, auth);
+  });
 }
 
 async function serve(config: Config): Promise<void> {
