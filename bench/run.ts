@@ -32,7 +32,10 @@ const WS_TOTAL = Number(process.env.BENCH_CONNECTIONS_TOTAL ?? 20000);
 const PG_ADMIN = process.env.BENCH_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS = process.env.BENCH_REDIS ?? 'redis://127.0.0.1:6379';
 const RATES = (process.env.BENCH_RATES ?? '1000,5000').split(',').map(Number).filter((n) => n > 0);
-const NO_LIMITS = { INTERTALK_SEND_RATE: '100000000', INTERTALK_REGISTRATION_RATE: '100000000' };
+const NO_LIMITS = { INTERTALK_SEND_RATE: '100000000', INTERTALK_REGISTRATION_RATE: '100000000', INTERTALK_FEDERATION_RATE: '100000000' };
+/** BENCH_ONLY=local,federated,connections,cluster runs only those phases (the baseline always runs). */
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
+const phase = (name: 'local' | 'federated' | 'connections' | 'cluster') => ONLY === null || ONLY.has(name);
 
 interface Row {
   name: string;
@@ -474,48 +477,53 @@ async function main() {
   rows.push({ name: 'baseline: bare node:http 201', msgsPerSec: Math.round(b.rate), vsBaseline: 100 });
 
   // 2. Local: one provider on SQLite.
-  const lp = await freePort();
-  const local = startChild([BIN, 'serve'], { INTERTALK_LISTEN: `127.0.0.1:${lp}`, INTERTALK_DATABASE: `sqlite:${join(dir, 'local.db')}`, ...NO_LIMITS });
-  const lurl = `http://127.0.0.1:${lp}`;
-  await waitUp(lurl);
-  const ta = await token(lurl, undefined, 'alice');
-  const tb = await token(lurl, undefined, 'bob');
-  const rx = await receiver(`ws://127.0.0.1:${lp}`, tb);
-  const lpool = new Pool(lurl, { connections: CONNECTIONS });
-  const hdr = { 'content-type': 'application/json', authorization: `Bearer ${ta}` };
-  const localRate = await suite(rows, 'local SQLite (POST → SQLite → WebSocket)', [lpool], hdr, 'alice@localhost', 'bob@localhost', rx, b.rate, null);
-  rx.ws.close();
-  await lpool.close();
-  await stopChild(local);
+  let localRate: number | null = null;
+  if (phase('local')) {
+    const lp = await freePort();
+    const local = startChild([BIN, 'serve'], { INTERTALK_LISTEN: `127.0.0.1:${lp}`, INTERTALK_DATABASE: `sqlite:${join(dir, 'local.db')}`, ...NO_LIMITS });
+    const lurl = `http://127.0.0.1:${lp}`;
+    await waitUp(lurl);
+    const ta = await token(lurl, undefined, 'alice');
+    const tb = await token(lurl, undefined, 'bob');
+    const rx = await receiver(`ws://127.0.0.1:${lp}`, tb);
+    const lpool = new Pool(lurl, { connections: CONNECTIONS });
+    const hdr = { 'content-type': 'application/json', authorization: `Bearer ${ta}` };
+    localRate = await suite(rows, 'local SQLite (POST → SQLite → WebSocket)', [lpool], hdr, 'alice@localhost', 'bob@localhost', rx, b.rate, null);
+    rx.ws.close();
+    await lpool.close();
+    await stopChild(local);
+  }
 
   // 3. Federated: two providers (SQLite) over HTTPS.
   const ca = await makeCa(dir);
   const fed: Federation = { ca, issue: (d) => ca.issue([d]) };
-  const [pa, pb] = [await freePort(), await freePort()];
-  const resolve = `a.test=127.0.0.1:${pa},b.test=127.0.0.1:${pb}`;
-  const A = startChild([BIN, 'serve'], { ...tlsEnv(ca, 'a.test', pa, await fed.issue('a.test'), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, 'a.test.db')}` });
-  const B = startChild([BIN, 'serve'], { ...tlsEnv(ca, 'b.test', pb, await fed.issue('b.test'), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, 'b.test.db')}` });
-  const da = new Agent({ connect: { ca: ca.caCert, servername: 'a.test' } });
-  const db = new Agent({ connect: { ca: ca.caCert, servername: 'b.test' } });
-  await waitUp(`https://127.0.0.1:${pa}`, ca.caCert, 'a.test');
-  await waitUp(`https://127.0.0.1:${pb}`, ca.caCert, 'b.test');
-  const fa = await token(`https://127.0.0.1:${pa}`, da, 'alice');
-  const fb = await token(`https://127.0.0.1:${pb}`, db, 'bob');
-  const frx = await receiver(`wss://127.0.0.1:${pb}`, fb, ca.caCert, 'b.test');
-  const fpool = new Pool(`https://127.0.0.1:${pa}`, { connections: CONNECTIONS, connect: { ca: ca.caCert, servername: 'a.test' } });
-  const fhdr = { 'content-type': 'application/json', authorization: `Bearer ${fa}` };
-  await warmUp([fpool], fhdr, 'alice@a.test', 'bob@b.test', frx);
-  await suite(rows, 'federated SQLite (A → HTTPS+JWT → B → WebSocket)', [fpool], fhdr, 'alice@a.test', 'bob@b.test', frx, b.rate, localRate);
-  frx.ws.close();
-  await fpool.close();
-  await stopChild(A);
-  await stopChild(B);
+  if (phase('federated')) {
+    const [pa, pb] = [await freePort(), await freePort()];
+    const resolve = `a.test=127.0.0.1:${pa},b.test=127.0.0.1:${pb}`;
+    const A = startChild([BIN, 'serve'], { ...tlsEnv(ca, 'a.test', pa, await fed.issue('a.test'), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, 'a.test.db')}` });
+    const B = startChild([BIN, 'serve'], { ...tlsEnv(ca, 'b.test', pb, await fed.issue('b.test'), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, 'b.test.db')}` });
+    const da = new Agent({ connect: { ca: ca.caCert, servername: 'a.test' } });
+    const db = new Agent({ connect: { ca: ca.caCert, servername: 'b.test' } });
+    await waitUp(`https://127.0.0.1:${pa}`, ca.caCert, 'a.test');
+    await waitUp(`https://127.0.0.1:${pb}`, ca.caCert, 'b.test');
+    const fa = await token(`https://127.0.0.1:${pa}`, da, 'alice');
+    const fb = await token(`https://127.0.0.1:${pb}`, db, 'bob');
+    const frx = await receiver(`wss://127.0.0.1:${pb}`, fb, ca.caCert, 'b.test');
+    const fpool = new Pool(`https://127.0.0.1:${pa}`, { connections: CONNECTIONS, connect: { ca: ca.caCert, servername: 'a.test' } });
+    const fhdr = { 'content-type': 'application/json', authorization: `Bearer ${fa}` };
+    await warmUp([fpool], fhdr, 'alice@a.test', 'bob@b.test', frx);
+    await suite(rows, 'federated SQLite (A → HTTPS+JWT → B → WebSocket)', [fpool], fhdr, 'alice@a.test', 'bob@b.test', frx, b.rate, localRate);
+    frx.ws.close();
+    await fpool.close();
+    await stopChild(A);
+    await stopChild(B);
+  }
 
   // 4. Idle connections on one instance.
-  await connectionsPhase(rows, dir);
+  if (phase('connections')) await connectionsPhase(rows, dir);
 
   // 5. PostgreSQL + Redis, two instances per provider.
-  await clusterPhases(rows, fed, b.rate);
+  if (phase('cluster')) await clusterPhases(rows, fed, b.rate);
 
   rmSync(dir, { recursive: true, force: true });
   const fmt = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '' : n.toFixed(2));

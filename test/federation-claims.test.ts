@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { checkFederationClaims, MAX_TOKEN_LIFETIME_S, type FederationClaimsInput } from '../src/federation/claims.js';
+import { checkBatchClaims, checkFederationClaims, MAX_TOKEN_LIFETIME_S, type BatchClaimsInput, type FederationClaimsInput } from '../src/federation/claims.js';
 
 const OUR = 'us.example';
 const NOW = Date.UTC(2024, 4, 1, 12, 0, 0);
@@ -317,5 +317,74 @@ test('property: arbitrary junk never throws and never passes without our audienc
       },
     ),
     { numRuns: 500 },
+  );
+});
+
+// --- batch/1 tokens (checkBatchClaims) ----------------------------------------------------------
+
+const BODY_HASH = 'n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg';
+
+function batchBase(): BatchClaimsInput {
+  return {
+    header: { alg: 'ES256', kid: 'k1' },
+    payload: { iss: 'peer.example', sub: 'peer.example', aud: OUR, iat: NOW_S - 5, exp: NOW_S + 55, jti: 'j1', body_sha256: BODY_HASH },
+    ourDomain: OUR,
+    now: NOW,
+    skewMs: SKEW,
+    bodySha256: BODY_HASH,
+  };
+}
+
+test('batch token: the provider itself (sub = iss), bound to the body, with a jti, is accepted', () => {
+  assert.deepEqual(checkBatchClaims(batchBase()), { ok: true, iss: 'peer.example', jti: 'j1', exp: NOW_S + 55, alg: 'ES256', kid: 'k1' });
+  const upper = batchBase();
+  upper.payload.iss = 'Peer.Example';
+  upper.payload.sub = 'PEER.example';
+  assert.equal(checkBatchClaims(upper).ok, true);
+});
+
+test('batch token: each defect is refused with 401 and its code', () => {
+  const cases: Array<[string, (c: BatchClaimsInput) => void]> = [
+    ['body_mismatch', (c) => (c.bodySha256 = 'other')],
+    ['invalid_token', (c) => delete c.payload.body_sha256],
+    ['invalid_token', (c) => (c.payload.body_sha256 = 42)],
+    ['invalid_token', (c) => delete c.payload.jti],
+    ['issuer_mismatch', (c) => (c.payload.sub = 'alice@peer.example')],
+    ['issuer_mismatch', (c) => (c.payload.sub = 'other.example')],
+    ['wrong_audience', (c) => (c.payload.aud = 'other.example')],
+    ['token_expired', (c) => (c.payload.exp = NOW_S - 120)],
+    ['token_lifetime_too_long', (c) => (c.payload.exp = NOW_S + 3600)],
+    ['invalid_token', (c) => (c.header.alg = 'HS256')],
+    ['invalid_token', (c) => (c.header.alg = 'none')],
+  ];
+  for (const [error, change] of cases) {
+    const c = batchBase();
+    change(c);
+    const r = checkBatchClaims(c);
+    assert.equal(r.ok, false, `${error}: accepted`);
+    if (!r.ok) {
+      assert.equal(r.status, 401);
+      assert.equal(r.error, error, r.message);
+    }
+  }
+});
+
+test('property: a batch token passes only with our audience, the body\'s hash and sub = iss', () => {
+  fc.assert(
+    fc.property(
+      fc.record({ alg: fc.oneof(fc.constantFrom('ES256', 'EdDSA', 'HS256', 'none'), fc.anything()), kid: fc.oneof(fc.constant('k1'), fc.anything()) }),
+      fc.dictionary(fc.constantFrom('iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'body_sha256', 'x'), fc.oneof(fc.constantFrom('peer.example', OUR, BODY_HASH, NOW_S + 30, 'j'), fc.anything())),
+      fc.constantFrom(BODY_HASH, 'something-else'),
+      (header, payload, bodySha256) => {
+        const r = checkBatchClaims({ header, payload, ourDomain: OUR, now: NOW, skewMs: SKEW, bodySha256 });
+        if (r.ok) {
+          assert.ok(payload.aud === OUR || (Array.isArray(payload.aud) && payload.aud.includes(OUR)));
+          assert.equal(payload.body_sha256, bodySha256);
+          assert.equal(String(payload.sub).toLowerCase(), String(payload.iss).toLowerCase());
+          assert.equal(typeof payload.jti, 'string');
+        }
+      },
+    ),
+    { numRuns: 1000 },
   );
 });

@@ -2,8 +2,11 @@
 // the same interface when several instances serve one provider.
 
 export interface RateLimiter {
-  /** Records one event for `key`; returns how long to wait if the limit is now exceeded. */
-  hit(key: string): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /**
+   * Records `cost` events (default 1) for `key`; returns how long to wait if the limit is now
+   * exceeded.
+   */
+  hit(key: string, cost?: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
   /** Would the next event for `key` be refused? Records nothing. */
   check(key: string): Promise<{ allowed: boolean; retryAfterMs: number }>;
   reset(key: string): Promise<void>;
@@ -40,9 +43,9 @@ export class MemoryRateLimiter implements RateLimiter {
     }
   }
 
-  async hit(key: string) {
+  async hit(key: string, cost = 1) {
     const { w, t } = this.current(key);
-    w.count++;
+    w.count += cost;
     return w.count > this.limit ? { allowed: false, retryAfterMs: w.start + this.windowMs - t } : { allowed: true, retryAfterMs: 0 };
   }
 

@@ -10,9 +10,10 @@ import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import type { RateLimiter } from '../auth/limiter.js';
 
-// KEYS[1]: the window's counter; ARGV[1]: window length (ms). Returns {count, ms left}.
+// KEYS[1]: the window's counter; ARGV[1]: window length (ms); ARGV[2]: events to add.
+// Returns {count, ms left}.
 const HIT = `
-local n = redis.call('INCR', KEYS[1])
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -30,7 +31,7 @@ return {n, ttl}
 type Reply = [number, number];
 
 interface LimiterCommands {
-  intertalkRateHit(key: string, windowMs: number): Promise<Reply>;
+  intertalkRateHit(key: string, windowMs: number, cost: number): Promise<Reply>;
   intertalkRateCheck(key: string): Promise<Reply>;
 }
 
@@ -79,17 +80,17 @@ export class RedisRateLimiter implements RateLimiter {
     return this.o.redis.status === 'ready';
   }
 
-  async hit(key: string): Promise<{ allowed: boolean; retryAfterMs: number }> {
+  async hit(key: string, cost = 1): Promise<{ allowed: boolean; retryAfterMs: number }> {
     if (!this.ready) {
       this.degraded(new Error(`redis is ${this.o.redis.status}`));
-      return this.o.fallback.hit(key);
+      return this.o.fallback.hit(key, cost);
     }
     try {
-      const [count, ttl] = await this.cmd.intertalkRateHit(this.key(key), this.o.windowMs);
+      const [count, ttl] = await this.cmd.intertalkRateHit(this.key(key), this.o.windowMs, cost);
       return Number(count) > this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 };
     } catch (err) {
       this.degraded(err);
-      return this.o.fallback.hit(key);
+      return this.o.fallback.hit(key, cost);
     }
   }
 

@@ -44,6 +44,11 @@ export interface Config {
     sweepIntervalMs: number;
     discoveryTtlMs: number;
     peerConcurrency: number;
+    /**
+     * Messages per minute accepted from one peer domain, and from one client address, over
+     * POST /messages and /messages/batch (a batch counts each message it carries).
+     */
+    inboundRatePerMinute: number;
   };
 }
 
@@ -209,6 +214,7 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: dur('INTERTALK_FEDERATION_SWEEP', '5s'),
       discoveryTtlMs: dur('INTERTALK_DISCOVERY_TTL', '1h'),
       peerConcurrency: parseInteger('INTERTALK_PEER_CONCURRENCY', get('INTERTALK_PEER_CONCURRENCY') ?? '4', 1, 256),
+      inboundRatePerMinute: parseInteger('INTERTALK_FEDERATION_RATE', get('INTERTALK_FEDERATION_RATE') ?? '60000', 1, 100_000_000),
     },
   };
 }

@@ -54,8 +54,18 @@ export function isFederationAlgorithm(alg: unknown): alg is FederationAlgorithm 
 
 const isNumericDate = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
-export function checkFederationClaims(input: FederationClaimsInput): FederationClaimsResult {
-  const { header, payload, now, skewMs, message } = input;
+/** What both kinds of token share: header, claim shapes, audience, issuer and validity period. */
+interface TokenBasics {
+  iss: string;
+  sub: string;
+  jti: string | null;
+  exp: number;
+  alg: FederationAlgorithm;
+  kid: string;
+}
+
+function checkTokenBasics(input: { header: { alg?: unknown; kid?: unknown }; payload: Record<string, unknown>; ourDomain: string; now: number; skewMs: number }): { ok: true; t: TokenBasics; validity: () => Failure | null } | Failure {
+  const { header, payload, now, skewMs } = input;
   const ourDomain = input.ourDomain.toLowerCase();
   const nowS = now / 1000;
   const skewS = skewMs / 1000;
@@ -85,29 +95,45 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
     return deny('invalid_token', `"jti" must be a string of 1 to ${MAX_JTI_LENGTH} characters`);
   }
 
-  // --- audience, issuer, subject ------------------------------------------------------------
+  // --- audience, issuer ---------------------------------------------------------------------
   const audiences = (typeof aud === 'string' ? [aud] : (aud as string[])).map((a) => a.toLowerCase());
   if (!audiences.includes(ourDomain)) return deny('wrong_audience', `token audience does not include ${ourDomain}`);
-
   const issuer = iss.toLowerCase();
   if (!isValidDomain(issuer)) return deny('issuer_mismatch', '"iss" must be the sending provider\'s domain');
-  const subject = parseAddress(sub);
+
+  // --- validity period (checked by the caller after the subject, to keep the error order) ----
+  const validity = (): Failure | null => {
+    // Same boundary as jose: expired when exp <= now − tolerance.
+    if (exp <= nowS - skewS) return deny('token_expired', 'token has expired');
+    if (nbf !== undefined && nbf > nowS + skewS) return deny('token_not_yet_valid', 'token is not valid yet ("nbf")');
+    if (iat !== undefined && iat > nowS + skewS) return deny('token_not_yet_valid', 'token was issued in the future ("iat")');
+    const lifetime = exp - (iat ?? nowS);
+    if (lifetime > MAX_TOKEN_LIFETIME_S) {
+      return deny('token_lifetime_too_long', `token lifetime exceeds ${MAX_TOKEN_LIFETIME_S} seconds`);
+    }
+    return null;
+  };
+  return { ok: true, t: { iss: issuer, sub, jti: typeof jti === 'string' ? jti : null, exp, alg: header.alg, kid: header.kid }, validity };
+}
+
+export function checkFederationClaims(input: FederationClaimsInput): FederationClaimsResult {
+  const { message } = input;
+  const ourDomain = input.ourDomain.toLowerCase();
+  const basics = checkTokenBasics(input);
+  if (!basics.ok) return basics;
+  const { t } = basics;
+
+  // --- subject --------------------------------------------------------------------------------
+  const subject = parseAddress(t.sub);
   if (!subject.ok) return deny('sender_mismatch', '"sub" must be the sending user\'s address');
-  if (domainOf(subject.address.full) !== issuer) {
+  if (domainOf(subject.address.full) !== t.iss) {
     return deny('issuer_mismatch', '"iss" must be the domain of the sending user ("sub")');
   }
   const from = message.from.toLowerCase();
   if (subject.address.full !== from) return deny('sender_mismatch', '"sub" must be the message\'s "from"');
 
-  // --- validity period ----------------------------------------------------------------------
-  // Same boundary as jose: expired when exp <= now − tolerance.
-  if (exp <= nowS - skewS) return deny('token_expired', 'token has expired');
-  if (nbf !== undefined && nbf > nowS + skewS) return deny('token_not_yet_valid', 'token is not valid yet ("nbf")');
-  if (iat !== undefined && iat > nowS + skewS) return deny('token_not_yet_valid', 'token was issued in the future ("iat")');
-  const lifetime = exp - (iat ?? nowS);
-  if (lifetime > MAX_TOKEN_LIFETIME_S) {
-    return deny('token_lifetime_too_long', `token lifetime exceeds ${MAX_TOKEN_LIFETIME_S} seconds`);
-  }
+  const invalid = basics.validity();
+  if (invalid) return invalid;
 
   // --- authorisation: the message itself ----------------------------------------------------
   const to = message.to.map((a) => a.toLowerCase());
@@ -116,13 +142,40 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
     return forbid('no_local_recipient', `no recipient of this message is a user of ${ourDomain}`);
   }
 
-  return {
-    ok: true,
-    iss: issuer,
-    sub: subject.address.full,
-    jti: typeof jti === 'string' ? jti : null,
-    exp,
-    alg: header.alg,
-    kid: header.kid,
-  };
+  return { ok: true, ...t, sub: subject.address.full };
+}
+
+/** The claim of a batch token that binds it to the request body: base64url(SHA-256(body)). */
+export const BODY_HASH_CLAIM = 'body_sha256';
+
+export interface BatchClaimsInput {
+  header: { alg?: unknown; kid?: unknown };
+  payload: Record<string, unknown>;
+  ourDomain: string;
+  now: number;
+  skewMs: number;
+  /** base64url(SHA-256(the exact request body bytes)). */
+  bodySha256: string;
+}
+
+export type BatchClaimsResult = { ok: true; iss: string; jti: string; exp: number; alg: FederationAlgorithm; kid: string } | Failure;
+
+/**
+ * Checks the token of a batch/1 request (POST /messages/batch, docs/federation.md). The token is
+ * the sending *provider's*: `sub` is its own domain (= `iss`), it names no user, and instead of
+ * matching one message it is bound to the whole body by `body_sha256`. `jti` is required. Each
+ * message of the batch is then checked on its own (sender at `iss`, a recipient here, …).
+ */
+export function checkBatchClaims(input: BatchClaimsInput): BatchClaimsResult {
+  const basics = checkTokenBasics(input);
+  if (!basics.ok) return basics;
+  const { t } = basics;
+  if (t.jti === null) return deny('invalid_token', 'a batch token needs a "jti" claim');
+  const bodyHash = input.payload[BODY_HASH_CLAIM];
+  if (typeof bodyHash !== 'string' || bodyHash.length === 0) return deny('invalid_token', `a batch token needs a "${BODY_HASH_CLAIM}" claim`);
+  if (t.sub.toLowerCase() !== t.iss) return deny('issuer_mismatch', 'the "sub" of a batch token must be the sending provider\'s domain ("iss")');
+  const invalid = basics.validity();
+  if (invalid) return invalid;
+  if (bodyHash !== input.bodySha256) return deny('body_mismatch', `"${BODY_HASH_CLAIM}" does not match the request body`);
+  return { ok: true, iss: t.iss, jti: t.jti, exp: t.exp, alg: t.alg, kid: t.kid };
 }

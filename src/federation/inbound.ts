@@ -5,11 +5,14 @@ import type { Clock } from '../util/clock.js';
 import { MessageConflictError, RichRuleError, type Messaging } from '../messaging/service.js';
 import type { RateLimiter } from '../auth/limiter.js';
 import type { Accounts } from '../accounts/service.js';
-import { deriveMessageId, validateMessage, type IntertalkMessage } from '../protocol/message.js';
+import { deriveMessageId, validateMessage, type IntertalkMessage, type MessageResult } from '../protocol/message.js';
+
+type ValidMessage = Extract<MessageResult, { ok: true }>['value'];
 import { domainOf } from '../protocol/address.js';
 import { decodeJwt } from 'jose';
 import type { FederationVerifier } from './verify.js';
 import type { Blocklist } from './blocklist.js';
+import { MAX_BATCH_MESSAGES } from './batch.js';
 
 export interface InboundResult {
   status: number;
@@ -37,13 +40,12 @@ export class Inbound {
       /** Called once a peer authenticated: it is up, so deliveries to it may resume. */
       onPeerSeen: (domain: string) => void;
       onAccepted: () => void;
+      /** An unexpected error storing one message of a batch (logged; that message gets a 500). */
+      onError?: (err: unknown) => void;
     },
   ) {}
 
   async receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<InboundResult> {
-    const ip = await this.o.perIp.hit(`fed-ip:${input.remoteIp}`);
-    if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
-
     // The issuer is not verified yet; it only selects the rate-limit bucket and the blocklist.
     let claimedIss: string | null = null;
     try {
@@ -52,11 +54,8 @@ export class Inbound {
     } catch {
       /* the verifier explains what is wrong */
     }
-    if (claimedIss) {
-      if (await this.o.blocklist.isBlocked(claimedIss)) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
-      const peer = await this.o.perPeer.hit(`fed-peer:${claimedIss}`);
-      if (!peer.allowed) return err(429, 'rate_limited', `too many requests from ${claimedIss}`, { 'retry-after': String(Math.ceil(peer.retryAfterMs / 1000)) });
-    }
+    const limited = await this.limit(input.remoteIp, claimedIss, 1);
+    if (limited) return limited;
 
     const now = this.o.clock.now();
     const v = validateMessage(input.body, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
@@ -66,22 +65,123 @@ export class Inbound {
     if (!auth.ok) {
       return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
     }
-    if (domainOf(v.value.from) === this.o.domain) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
+    const admitted = this.admit(v.value, new Set(await this.o.accounts.existingAddresses(this.localRecipients(v.value))), now);
+    if ('status' in admitted) return admitted;
+    const res = await this.store(admitted, auth.iss, auth.insecureKeys);
+    if (res.status < 300) this.o.onPeerSeen(auth.iss);
+    return res;
+  }
 
-    const local = v.value.to.filter((a) => domainOf(a) === this.o.domain);
+  /**
+   * POST /messages/batch (batch/1, docs/federation.md): up to MAX_BATCH_MESSAGES messages under one
+   * token of the sending provider, bound to the body. Each message is checked and stored on its
+   * own, in the order given, and gets its own result: {"results":[{id, status, error?, message?}]}.
+   * Rate limits count messages, not requests.
+   */
+  async receiveBatch(input: { authorization: string | undefined; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<InboundResult> {
+    const b = input.body as { messages?: unknown } | null;
+    if (typeof b !== 'object' || b === null || Array.isArray(b) || !Array.isArray(b.messages)) {
+      return err(400, 'invalid_batch', 'the body must be {"messages": [message, …]}');
+    }
+    const items = b.messages as unknown[];
+    if (items.length === 0 || items.length > MAX_BATCH_MESSAGES) {
+      return err(400, 'invalid_batch', `a batch holds 1 to ${MAX_BATCH_MESSAGES} messages (got ${items.length})`);
+    }
+    let claimedIss: string | null = null;
+    try {
+      const iss = decodeJwt((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')).iss;
+      claimedIss = typeof iss === 'string' ? iss.toLowerCase() : null;
+    } catch {
+      /* the verifier explains what is wrong */
+    }
+    const limited = await this.limit(input.remoteIp, claimedIss, items.length);
+    if (limited) return limited;
+
+    const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody);
+    if (!auth.ok) {
+      return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
+    }
+
+    const now = this.o.clock.now();
+    const checked = items.map((item) => {
+      const v = validateMessage(item, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
+      if (!v.ok) return err(400, v.error, v.message);
+      // The batch token names no user: each sender must be a user of the signing provider.
+      if (domainOf(v.value.from) !== auth.iss) return err(403, 'sender_mismatch', `"from" must be an address at ${auth.iss}, the provider that signed the batch`);
+      return v.value;
+    });
+    const wanted = checked.flatMap((c) => ('status' in c ? [] : this.localRecipients(c)));
+    const known = new Set(wanted.length ? await this.o.accounts.existingAddresses([...new Set(wanted)]) : []);
+    const admitted = checked.map((c) => ('status' in c ? c : this.admit(c, known, now)));
+
+    // Stored in the order given. Messaging.accept queues its write before its first await,
+    // except when it first looks up a quoted message; such a message waits for the ones before
+    // it to be queued, and the ones after it wait for it.
+    const results: Array<Promise<InboundResult>> = [];
+    for (const a of admitted) {
+      if ('status' in a) {
+        results.push(Promise.resolve(a));
+        continue;
+      }
+      const looksUp = a.rich?.reference !== undefined && a.rich.type !== 'delete';
+      if (looksUp) await Promise.allSettled(results);
+      const r = this.store(a, auth.iss, auth.insecureKeys).catch((e: unknown) => {
+        this.o.onError?.(e);
+        return err(500, 'internal', 'this message could not be stored; retry it');
+      });
+      results.push(r);
+      if (looksUp) await r;
+    }
+    const settled = await Promise.all(results);
+    this.o.onPeerSeen(auth.iss);
+    return {
+      status: 200,
+      body: {
+        results: settled.map((r, i) => {
+          const id = (admitted[i] as { id?: unknown }).id ?? (items[i] as { id?: unknown } | null)?.id;
+          const body = r.body as { error?: string; message?: string; status?: string };
+          return r.status < 300 ? { id, status: r.status } : { id: typeof id === 'string' ? id : null, status: r.status, error: body.error, message: body.message };
+        }),
+      },
+    };
+  }
+
+  /** Per-address and per-(claimed)-peer rate limits, counting `cost` messages; a 429 or null. */
+  private async limit(remoteIp: string, claimedIss: string | null, cost: number): Promise<InboundResult | null> {
+    const ip = await this.o.perIp.hit(`fed-ip:${remoteIp}`, cost);
+    if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
+    if (claimedIss) {
+      if (await this.o.blocklist.isBlocked(claimedIss)) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
+      const peer = await this.o.perPeer.hit(`fed-peer:${claimedIss}`, cost);
+      if (!peer.allowed) return err(429, 'rate_limited', `too many requests from ${claimedIss}`, { 'retry-after': String(Math.ceil(peer.retryAfterMs / 1000)) });
+    }
+    return null;
+  }
+
+  private localRecipients(m: { to: string[] }): string[] {
+    return m.to.map((a) => a.toLowerCase()).filter((a) => domainOf(a) === this.o.domain);
+  }
+
+  /** Our policy for one authenticated message: the complete message to store, or the refusal. */
+  private admit(m: ValidMessage, known: Set<string>, now: number): IntertalkMessage | InboundResult {
+    if (domainOf(m.from) === this.o.domain) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
+    const to = m.to.map((a) => a.toLowerCase());
+    if (!to.includes(m.from.toLowerCase())) return err(403, 'sender_not_participant', 'the sender ("from") must be one of the participants ("to")');
+    const local = this.localRecipients(m);
     if (local.length === 0) return err(403, 'no_local_recipient', `no recipient is at ${this.o.domain}`);
     // Like a mail server refusing unknown recipients: every address at our domain must be an
     // account (a name registered later must not inherit this conversation).
-    const known = new Set(await this.o.accounts.existingAddresses(local));
     const unknown = local.filter((a) => !known.has(a));
     if (unknown.length > 0) return err(403, 'no_local_recipient', `no account at ${this.o.domain} for ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
-
-    const sentAt = v.value.sentAt ?? new Date(now).toISOString();
+    const sentAt = m.sentAt ?? new Date(now).toISOString();
     // The 2016 format has no id: derive one from the content so a retry is stored once.
-    const message: IntertalkMessage = { ...v.value, sentAt, id: v.value.id ?? deriveMessageId({ ...v.value, sentAt: v.value.sentAt ?? '' }) };
+    return { ...m, sentAt, id: m.id ?? deriveMessageId({ ...m, sentAt: m.sentAt ?? '' }) };
+  }
+
+  private async store(message: IntertalkMessage, iss: string, insecure: boolean): Promise<InboundResult> {
     let res: Awaited<ReturnType<Messaging['accept']>>;
     try {
-      res = await this.o.messaging.accept(message, { kind: 'remote', domain: auth.iss, insecure: auth.insecureKeys });
+      res = await this.o.messaging.accept(message, { kind: 'remote', domain: iss, insecure });
     } catch (e) {
       // The sender already used this id for a different message: the peer's error, not ours (was a 500).
       if (e instanceof MessageConflictError) return err(409, 'id_conflict', e.message);
@@ -90,7 +190,6 @@ export class Inbound {
       if (e instanceof RichRuleError) return err(e.status, e.code, e.message);
       throw e;
     }
-    this.o.onPeerSeen(auth.iss);
     if (!res.replayed) this.o.onAccepted();
     return { status: res.replayed ? 200 : 201, body: { id: message.id, status: res.replayed ? 'duplicate' : 'accepted' } };
   }

@@ -13,6 +13,8 @@ import type { Discovery } from './discovery.js';
 import { PeerNetworkError, type PeerHttp } from './net.js';
 import { backoffDelay, classifyStatus, parseRetryAfter } from './backoff.js';
 import { RICH_EXTENSION } from '../protocol/rich.js';
+import { BATCH_EXTENSION, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, batchBody, bodySha256, parseBatchResults } from './batch.js';
+import { BODY_HASH_CLAIM } from './claims.js';
 
 // A drain renews its destination's lease every LEASE_RENEW_MS (and before each attempt), however
 // long an attempt takes; so the lease can be short, and after a crash (kill -9: no release) the
@@ -22,6 +24,8 @@ const LEASE_RENEW_MS = 3_000;
 
 export interface OutboxOptions {
   db: Db;
+  /** Our provider domain: the `sub` of batch tokens. */
+  domain: string;
   clock: Clock;
   bus: EventBus;
   logger: Logger;
@@ -40,6 +44,7 @@ export class OutboxWorker {
   readonly instanceId = randomId(8);
   private readonly draining = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
+  private readonly knownPeers = new Set<string>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopped = true;
 
@@ -107,11 +112,15 @@ export class OutboxWorker {
   }
 
   private async ensurePeer(domain: string): Promise<void> {
+    // Peer rows are never deleted: once written (or seen), skip the statement.
+    if (this.knownPeers.has(domain)) return;
     await this.o.db
       .insertInto('federation_peers')
       .values({ domain, failures: 0, backoff_until: 0, last_attempt_at: null, last_success_at: null, last_error: null, last_error_at: null, lease_owner: null, lease_until: null })
       .onConflict((oc) => oc.column('domain').doNothing())
       .execute();
+    if (this.knownPeers.size >= 100_000) this.knownPeers.clear();
+    this.knownPeers.add(domain);
   }
 
   private async claim(domain: string): Promise<boolean> {
@@ -148,30 +157,41 @@ export class OutboxWorker {
     try {
       while (!this.stopped) {
         const now = this.o.clock.now();
-        const row = await this.o.db
+        // The head of the queue, up to one batch. Rows queued later by the same instance have
+        // larger ids, so id order is the order the messages were accepted in.
+        const rows = await this.o.db
           .selectFrom('outbox')
           .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
           .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
-          .select(['outbox.id', 'outbox.attempts', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'messages.body', 'message_state.deleted_at'])
+          .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'messages.body', 'message_state.deleted_at'])
           .where('outbox.destination', '=', domain)
           .where('outbox.state', '=', 'queued')
           .orderBy('outbox.id', 'asc')
-          .limit(1)
-          .executeTakeFirst();
-        if (!row) return;
-        if (Number(row.next_attempt_at) > now) return; // the head of the queue waits: order is kept
-        const ev = { sender: row.sender, messageId: row.messageId, seq: Number(row.seq), conversationId: row.conversation_id, destination: domain };
-        if (now - Number(row.created_at) > this.o.maxAgeMs) {
-          await this.finish(row.id, 'failed', `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}`, ev);
-          continue;
+          .limit(MAX_BATCH_MESSAGES)
+          .execute();
+        if (rows.length === 0) return;
+        if (Number(rows[0]!.next_attempt_at) > now) return; // the head of the queue waits: order is kept
+
+        // Rows that will not be sent are settled first; the rest keep their order.
+        const blocked = (await this.o.isBlocked?.(domain)) ?? false;
+        const sendable: QueuedRow[] = [];
+        const settled: Settled[] = [];
+        for (const r of rows) {
+          if (Number(r.next_attempt_at) > now) break;
+          const row: QueuedRow = { id: r.id, body: r.body, ev: { sender: r.sender, messageId: r.messageId, seq: Number(r.seq), conversationId: r.conversation_id, destination: domain } };
+          if (now - Number(r.created_at) > this.o.maxAgeMs) {
+            settled.push({ row, state: 'failed', error: `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}` });
+          } else if (r.deleted_at) {
+            // Deleted before it left: its content is gone; the delete that follows is enough.
+            settled.push({ row, state: 'cancelled', error: 'deleted by the sender before delivery' });
+          } else if (blocked) {
+            settled.push({ row, state: 'failed', error: `${domain} is blocked by this provider` });
+          } else {
+            sendable.push(row);
+          }
         }
-        if (row.deleted_at) {
-          // Deleted before it left: its content is gone; the delete that follows is enough.
-          await this.finish(row.id, 'cancelled', 'deleted by the sender before delivery', ev);
-          continue;
-        }
-        if (await this.o.isBlocked?.(domain)) {
-          await this.finish(row.id, 'failed', `${domain} is blocked by this provider`, ev);
+        if (sendable.length === 0) {
+          await this.record(domain, [], settled, false);
           continue;
         }
         // Renew the lease before each attempt. If it expired and another instance took it over
@@ -181,17 +201,19 @@ export class OutboxWorker {
           this.o.logger.warn({ destination: domain }, 'delivery lease lost to another instance; stopping this drain');
           return;
         }
-        const outcome = await this.attempt(domain, row.sender, row.body);
-        this.o.onAttempt?.(outcome.kind);
-        await this.o.db.updateTable('outbox').set({ attempts: Number(row.attempts) + 1 }).where('id', '=', row.id).execute();
-        if (outcome.kind === 'delivered') {
-          await this.finish(row.id, 'delivered', null, ev, outcome.insecure);
-          await this.o.db.updateTable('federation_peers').set({ failures: 0, backoff_until: 0, last_success_at: this.o.clock.now() }).where('domain', '=', domain).execute();
-        } else if (outcome.kind === 'fail') {
-          await this.finish(row.id, 'failed', outcome.reason, ev);
-          await this.recordError(domain, outcome.reason);
-        } else {
-          await this.backOff(domain, outcome.reason, outcome.retryAfterMs);
+        const result = await this.attempt(domain, sendable);
+        for (const o of result.outcomes) this.o.onAttempt?.(o.kind);
+        const attempted = result.outcomes.map((_, i) => sendable[i]!);
+        for (let i = 0; i < result.outcomes.length; i++) {
+          const o = result.outcomes[i]!;
+          if (o.kind === 'delivered') settled.push({ row: sendable[i]!, state: 'delivered', error: null, insecure: o.insecure });
+          else if (o.kind === 'fail') settled.push({ row: sendable[i]!, state: 'failed', error: o.reason });
+        }
+        const failures = result.outcomes.filter((o): o is Extract<Outcome, { kind: 'fail' }> => o.kind === 'fail');
+        await this.record(domain, attempted, settled, result.outcomes.some((o) => o.kind === 'delivered'), failures.at(-1)?.reason);
+        const retry = result.outcomes.find((o): o is Extract<Outcome, { kind: 'retry' }> => o.kind === 'retry');
+        if (retry) {
+          await this.backOff(domain, retry.reason, retry.retryAfterMs);
           return;
         }
       }
@@ -201,13 +223,37 @@ export class OutboxWorker {
     }
   }
 
+  /**
+   * The bookkeeping of one round, in one transaction: attempts counted, rows settled, the peer's
+   * success or last error. Then one `delivery` event per settled row.
+   */
+  private async record(domain: string, attempted: QueuedRow[], settled: Settled[], anyDelivered: boolean, lastFailure?: string): Promise<void> {
+    const now = this.o.clock.now();
+    await this.o.db.transaction().execute(async (trx) => {
+      if (attempted.length > 0) {
+        await trx.updateTable('outbox').set((eb) => ({ attempts: eb('attempts', '+', 1) })).where('id', 'in', attempted.map((r) => r.id)).execute();
+      }
+      const delivered = settled.filter((s) => s.state === 'delivered').map((s) => s.row.id);
+      if (delivered.length > 0) {
+        await trx.updateTable('outbox').set({ state: 'delivered', last_error: null, delivered_at: now }).where('id', 'in', delivered).execute();
+      }
+      for (const s of settled) {
+        if (s.state === 'delivered') continue;
+        await trx.updateTable('outbox').set({ state: s.state, last_error: s.error === null ? null : errorText(s.error), delivered_at: null }).where('id', '=', s.row.id).execute();
+      }
+      if (anyDelivered) {
+        await trx.updateTable('federation_peers').set({ failures: 0, backoff_until: 0, last_success_at: now }).where('domain', '=', domain).execute();
+      }
+      if (lastFailure !== undefined) {
+        await trx.updateTable('federation_peers').set({ last_error: errorText(lastFailure), last_error_at: now }).where('domain', '=', domain).execute();
+      }
+    });
+    for (const s of settled) this.o.bus.publish({ type: 'delivery', ...s.row.ev, state: s.state, error: s.error, insecure: s.insecure ?? false });
+  }
+
   private async peerError(domain: string): Promise<string | null> {
     const r = await this.o.db.selectFrom('federation_peers').select('last_error').where('domain', '=', domain).executeTakeFirst();
     return r?.last_error ?? null;
-  }
-
-  private async recordError(domain: string, reason: string): Promise<void> {
-    await this.o.db.updateTable('federation_peers').set({ last_error: errorText(reason), last_error_at: this.o.clock.now() }).where('domain', '=', domain).execute();
   }
 
   private async backOff(domain: string, reason: string, retryAfterMs: number | null): Promise<void> {
@@ -224,29 +270,43 @@ export class OutboxWorker {
     this.o.logger.info({ destination: domain, failures, retryInMs: delay, reason }, 'delivery deferred');
   }
 
-  private async finish(
-    id: number,
-    state: 'delivered' | 'failed' | 'cancelled',
-    error: string | null,
-    ev: { sender: string; messageId: string; seq: number; conversationId: string; destination: string },
-    insecure = false,
-  ): Promise<void> {
-    const now = this.o.clock.now();
-    await this.o.db
-      .updateTable('outbox')
-      .set({ state, last_error: error === null ? null : errorText(error), delivered_at: state === 'delivered' ? now : null })
-      .where('id', '=', id)
-      .execute();
-    this.o.bus.publish({ type: 'delivery', ...ev, state, error, insecure });
+  /**
+   * Sends the head of the queue: as one batch/1 request when the peer advertises it, else the
+   * first message alone over POST /messages. Returns an outcome for each message attempted, in
+   * order (a prefix of `rows`); at most the last one is a retry.
+   */
+  private async attempt(domain: string, rows: QueuedRow[]): Promise<{ outcomes: Outcome[] }> {
+    let peer: Awaited<ReturnType<Discovery['resolve']>>;
+    try {
+      peer = await this.o.discovery.resolve(domain);
+    } catch (err) {
+      return { outcomes: [this.networkOutcome(domain, err)] };
+    }
+    // rich/1 peers get the stored body; any other peer gets the seed-000 message with the
+    // readable fallback only (no `rich`, no other extension fields).
+    const wire = (r: QueuedRow) => (peer.extensions.includes(RICH_EXTENSION) ? r.body : plainWireBody(r.body));
+    if (peer.extensions.includes(BATCH_EXTENSION) && rows.length > 1) {
+      const batch: string[] = [];
+      let bytes = 20;
+      for (const r of rows) {
+        const w = wire(r);
+        const size = Buffer.byteLength(w) + 1;
+        if (batch.length > 0 && bytes + size > MAX_BATCH_BYTES) break;
+        batch.push(w);
+        bytes += size;
+      }
+      if (batch.length > 1) {
+        const outcomes = await this.sendBatch(domain, peer, batch);
+        if (outcomes) return { outcomes };
+        // The peer refused the batch as such: send the head alone, the way every peer takes it.
+      }
+    }
+    return { outcomes: [await this.sendOne(domain, peer, rows[0]!, wire(rows[0]!))] };
   }
 
-  private async attempt(domain: string, sender: string, body: string): Promise<{ kind: 'delivered'; insecure: boolean } | { kind: 'fail'; reason: string } | { kind: 'retry'; reason: string; retryAfterMs: number | null }> {
+  private async sendOne(domain: string, peer: { baseUrl: string; insecure: boolean }, row: QueuedRow, wire: string): Promise<Outcome> {
     try {
-      const peer = await this.o.discovery.resolve(domain);
-      // rich/1 peers get the stored body; any other peer gets the seed-000 message with the
-      // readable fallback only (no `rich`, no other extension fields).
-      const wire = peer.extensions.includes(RICH_EXTENSION) ? body : plainWireBody(body);
-      const token = await this.o.keys.sign({ aud: domain, sub: sender });
+      const token = await this.o.keys.sign({ aud: domain, sub: row.ev.sender });
       const res = await this.o.http.request(`${peer.baseUrl}/messages`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
@@ -254,23 +314,86 @@ export class OutboxWorker {
         timeoutMs: this.o.timeoutMs,
         maxResponseBytes: 64 * 1024,
       });
-      const outcome = classifyStatus(res.status);
-      if (outcome === 'delivered') return { kind: 'delivered', insecure: res.insecure || peer.insecure };
-      const reason = `${domain} answered ${res.status}${peerReason(res.body)}`;
-      if (outcome === 'retry') return { kind: 'retry', reason, retryAfterMs: parseRetryAfter(res.headers['retry-after'], this.o.clock.now()) };
-      if (res.status >= 300 && res.status < 400) return { kind: 'retry', reason: `${domain} answered with a redirect (${res.status}), which federation does not follow` , retryAfterMs: null };
-      return { kind: 'fail', reason };
+      return this.statusOutcome(domain, res.status, peerReason(res.body), res.headers['retry-after'], res.insecure || peer.insecure);
     } catch (err) {
-      // Look the peer up afresh next time: its delegation may be what changed.
-      this.o.discovery.invalidate(domain);
-      const text = err instanceof Error ? err.message : String(err);
-      const reason = text.startsWith(domain) ? text : `${domain}: ${text}`;
-      // Our own policy (a non-public address, plain http without opt-in) will not change by
-      // retrying: fail now with the reason, rather than after days.
-      if (err instanceof PeerNetworkError && err.policy) return { kind: 'fail', reason };
-      return { kind: 'retry', reason, retryAfterMs: null };
+      return this.networkOutcome(domain, err);
     }
   }
+
+  /** One batch/1 request. Null when the peer refused the batch itself (not its messages). */
+  private async sendBatch(domain: string, peer: { baseUrl: string; insecure: boolean }, wires: string[]): Promise<Outcome[] | null> {
+    const body = batchBody(wires);
+    try {
+      const token = await this.o.keys.sign({ aud: domain, sub: this.o.domain }, { [BODY_HASH_CLAIM]: bodySha256(body) });
+      const res = await this.o.http.request(`${peer.baseUrl}/messages/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body,
+        timeoutMs: this.o.timeoutMs,
+        maxResponseBytes: 64 * 1024 + wires.length * 1024,
+      });
+      const insecure = res.insecure || peer.insecure;
+      if (res.status !== 200) {
+        const whole = this.statusOutcome(domain, res.status, peerReason(res.body), res.headers['retry-after'], insecure);
+        // Busy or down: the whole batch waits. Any other refusal (an older peer without the
+        // route, a smaller size limit…): fall back to single messages, which say what is wrong.
+        return whole.kind === 'retry' ? [whole] : null;
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(res.body.toString('utf8'));
+      } catch {
+        json = null;
+      }
+      const results = parseBatchResults(json, wires.length);
+      if (!results) return null;
+      const outcomes: Outcome[] = [];
+      for (const r of results) {
+        const reason = r.error || r.message ? `: ${[r.error, r.message].filter(Boolean).join(' — ')}` : '';
+        const o = this.statusOutcome(domain, r.status, reason, undefined, insecure);
+        outcomes.push(o);
+        if (o.kind === 'retry') break; // later messages wait behind it, in order
+      }
+      return outcomes;
+    } catch (err) {
+      return [this.networkOutcome(domain, err)];
+    }
+  }
+
+  private statusOutcome(domain: string, status: number, reasonSuffix: string, retryAfter: string | string[] | undefined, insecure: boolean): Outcome {
+    const outcome = classifyStatus(status);
+    if (outcome === 'delivered') return { kind: 'delivered', insecure };
+    const reason = `${domain} answered ${status}${reasonSuffix}`;
+    if (outcome === 'retry') return { kind: 'retry', reason, retryAfterMs: parseRetryAfter(retryAfter, this.o.clock.now()) };
+    if (status >= 300 && status < 400) return { kind: 'retry', reason: `${domain} answered with a redirect (${status}), which federation does not follow`, retryAfterMs: null };
+    return { kind: 'fail', reason };
+  }
+
+  private networkOutcome(domain: string, err: unknown): Outcome {
+    // Look the peer up afresh next time: its delegation may be what changed.
+    this.o.discovery.invalidate(domain);
+    const text = err instanceof Error ? err.message : String(err);
+    const reason = text.startsWith(domain) ? text : `${domain}: ${text}`;
+    // Our own policy (a non-public address, plain http without opt-in) will not change by
+    // retrying: fail now with the reason, rather than after days.
+    if (err instanceof PeerNetworkError && err.policy) return { kind: 'fail', reason };
+    return { kind: 'retry', reason, retryAfterMs: null };
+  }
+}
+
+type Outcome = { kind: 'delivered'; insecure: boolean } | { kind: 'fail'; reason: string } | { kind: 'retry'; reason: string; retryAfterMs: number | null };
+
+interface QueuedRow {
+  id: number;
+  body: string;
+  ev: { sender: string; messageId: string; seq: number; conversationId: string; destination: string };
+}
+
+interface Settled {
+  row: QueuedRow;
+  state: 'delivered' | 'failed' | 'cancelled';
+  error: string | null;
+  insecure?: boolean;
 }
 
 /**

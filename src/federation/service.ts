@@ -11,13 +11,14 @@ import { PeerKeyCache, PeerUnavailableError, type FetchJson } from './peer-keys.
 import { FederationVerifier } from './verify.js';
 import { OutboxWorker } from './outbox.js';
 import { Inbound } from './inbound.js';
+import { BATCH_EXTENSION, MAX_BATCH_BYTES } from './batch.js';
 import { Blocklist } from './blocklist.js';
 import { RICH_EXTENSION, SIGNALS_EXTENSION } from '../protocol/rich.js';
 import { SignalsFederation } from '../signals/federation.js';
 import type { SignalBody } from '../signals/wire.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
-export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION];
+export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION, BATCH_EXTENSION];
 
 export interface FederationOptions {
   /** Extra trusted CA (PEM) for outbound TLS; for test networks started in one process. */
@@ -78,6 +79,7 @@ export class Federation implements FederationPort {
     this.blocklist = new Blocklist(storage.db, f.blockedDomains, clock);
     this.outbox = new OutboxWorker({
       db: storage.db,
+      domain: config.domain,
       clock,
       bus,
       logger,
@@ -100,9 +102,10 @@ export class Federation implements FederationPort {
       blocklist: this.blocklist,
       maxRecipients: config.maxRecipients,
       skewMs: config.clockSkewMs,
-      perPeer: ctx.rateLimiter('fed-messages-peer', 6000, 60_000),
-      perIp: ctx.rateLimiter('fed-messages-ip', 6000, 60_000),
+      perPeer: ctx.rateLimiter('fed-messages-peer', f.inboundRatePerMinute, 60_000),
+      perIp: ctx.rateLimiter('fed-messages-ip', f.inboundRatePerMinute, 60_000),
       onAccepted: () => ctx.metrics.messagesAccepted.inc({ origin: 'federation' }),
+      onError: (err) => logger.error({ err }, 'storing a message of a batch failed'),
       onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
     });
     this.signals = new SignalsFederation({
@@ -159,6 +162,14 @@ export class Federation implements FederationPort {
         throw new HttpError(res.status, res.error, res.message);
       }
       return { ok: true, iss: res.iss, insecureKeys: res.insecureKeys, domain: config.domain };
+    });
+    // batch/1 from a peer: several messages under one token bound to the body (inbound.ts).
+    app.post('/messages/batch', { bodyLimit: MAX_BATCH_BYTES }, async (req, reply) => {
+      const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? '';
+      const res = await this.inbound.receiveBatch({ authorization: req.headers.authorization, rawBody: raw, body: req.body, remoteIp: req.ip });
+      this.ctx.metrics.federationInbound.inc({ status: String(res.status) });
+      reply.code(res.status).headers(res.headers ?? {});
+      return res.body;
     });
     // signals/1 from a peer: typing and read receipts (src/signals/federation.ts).
     app.post('/signals', async (req, reply) => {

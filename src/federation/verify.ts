@@ -5,8 +5,9 @@ import { decodeJwt, decodeProtectedHeader, errors as joseErrors, importJWK, jwtV
 import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { sha256 } from '../util/ids.js';
-import { FEDERATION_ALGORITHMS, checkFederationClaims } from './claims.js';
+import { FEDERATION_ALGORITHMS, checkBatchClaims, checkFederationClaims } from './claims.js';
 import type { PeerKeyCache } from './peer-keys.js';
+import { bodySha256 } from './batch.js';
 
 export type FederationAuthResult =
   | {
@@ -23,6 +24,8 @@ export type FederationAuthResult =
 
 type Failure = Extract<FederationAuthResult, { ok: false }>;
 
+export type BatchAuthResult = { ok: true; iss: string; insecureKeys: boolean } | Failure;
+
 /** Upper bound on the size of a token we bother to parse. */
 const MAX_TOKEN_LENGTH = 8192;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -38,6 +41,7 @@ export class FederationVerifier {
   private readonly clock: Clock;
   private readonly skewMs: number;
   private lastCleanup = Number.NEGATIVE_INFINITY;
+  private readonly imported = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
 
   constructor(opts: { db: Db; keys: PeerKeyCache; domain: string; clock: Clock; skewMs: number }) {
     this.db = opts.db;
@@ -79,6 +83,54 @@ export class FederationVerifier {
     });
     if (!claims.ok) return claims;
 
+    const checked = await this.checkSignatureAndReplay(token, claims, rawBody, now);
+    if (!checked.ok) return checked;
+    return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys: checked.insecureKeys };
+  }
+
+  /**
+   * Authenticates a batch/1 request (POST /messages/batch): a token of the sending provider
+   * (sub = iss) bound to the exact body by its SHA-256 (claims.ts `checkBatchClaims`). The
+   * messages inside are checked one by one by the caller.
+   */
+  async verifyBatch(authorization: string | undefined, rawBody: Buffer | string): Promise<BatchAuthResult> {
+    const token = extractToken(authorization);
+    if (token === null) {
+      return authorization === undefined || authorization.trim() === ''
+        ? deny('missing_token', 'a federation request needs "Authorization: Bearer <JWT>" signed by the sending provider')
+        : deny('invalid_token', 'the Authorization header does not hold a JWT');
+    }
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    let payload: ReturnType<typeof decodeJwt>;
+    try {
+      header = decodeProtectedHeader(token);
+      payload = decodeJwt(token);
+    } catch {
+      return deny('invalid_token', 'the token is not a well-formed JWT');
+    }
+    const now = this.clock.now();
+    const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
+    const claims = checkBatchClaims({
+      header: { alg: header.alg, kid: header.kid },
+      payload: payload as Record<string, unknown>,
+      ourDomain: this.domain,
+      now,
+      skewMs: this.skewMs,
+      bodySha256: bodySha256(body),
+    });
+    if (!claims.ok) return claims;
+    const checked = await this.checkSignatureAndReplay(token, claims, body, now);
+    if (!checked.ok) return checked;
+    return { ok: true, iss: claims.iss, insecureKeys: checked.insecureKeys };
+  }
+
+  /** The signature against the issuer's published key, then the jti against replays. */
+  private async checkSignatureAndReplay(
+    token: string,
+    claims: { iss: string; kid: string; alg: string; jti: string | null; exp: number },
+    rawBody: Buffer | string,
+    now: number,
+  ): Promise<{ ok: true; insecureKeys: boolean } | Failure | (Failure & { status: 503; retryAfterSeconds: number })> {
     // --- signature --------------------------------------------------------------------------
     let lookup = await this.keys.getKey(claims.iss, claims.kid);
     let insecureKeys = false;
@@ -126,18 +178,23 @@ export class FederationVerifier {
       if (replay) return deny('replayed', 'this token has already been used for a different request');
     }
     await this.cleanupJti(now);
-
-    return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys };
+    return { ok: true, insecureKeys };
   }
 
   /** 'ok', 'bad_signature', or a message saying why the key or token is unusable. */
   private async checkSignature(token: string, jwk: JWK, alg: string): Promise<'ok' | 'bad_signature' | string> {
     if (jwk.alg !== undefined && jwk.alg !== alg) return 'the issuer\'s key is not for the token\'s algorithm';
-    let key: Awaited<ReturnType<typeof importJWK>>;
-    try {
-      key = await importJWK(jwk, alg);
-    } catch {
-      return 'the issuer\'s key cannot be used with the token\'s algorithm';
+    // Importing a JWK costs more than the verification itself: keep the imported keys.
+    const cacheKey = `${alg}\n${JSON.stringify(jwk)}`;
+    let key = this.imported.get(cacheKey);
+    if (key === undefined) {
+      try {
+        key = await importJWK(jwk, alg);
+      } catch {
+        return 'the issuer\'s key cannot be used with the token\'s algorithm';
+      }
+      if (this.imported.size >= 1000) this.imported.clear();
+      this.imported.set(cacheKey, key);
     }
     if (key instanceof Uint8Array) return 'the issuer\'s key is not a public key';
     try {

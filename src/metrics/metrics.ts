@@ -6,7 +6,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 export class Metrics {
   readonly registry = new Registry();
   readonly messagesAccepted = new Counter({ name: 'intertalk_messages_accepted_total', help: 'Messages stored, by origin (local user or peer).', labelNames: ['origin'] as const, registers: [this.registry] });
-  readonly federationInbound = new Counter({ name: 'intertalk_federation_inbound_requests_total', help: 'POST /messages requests from peer providers, by HTTP status.', labelNames: ['status'] as const, registers: [this.registry] });
+  readonly federationInbound = new Counter({ name: 'intertalk_federation_inbound_requests_total', help: 'POST /messages and /messages/batch requests from peer providers, by HTTP status.', labelNames: ['status'] as const, registers: [this.registry] });
   readonly federationOutbound = new Counter({ name: 'intertalk_federation_outbound_attempts_total', help: 'Delivery attempts to peer providers, by outcome.', labelNames: ['outcome'] as const, registers: [this.registry] });
   readonly websockets: Gauge;
 

@@ -1,0 +1,251 @@
+// batch/1 (docs/federation.md): several messages in one POST /messages/batch under one provider
+// token bound to the body. Inbound: a real provider against a fake peer (test/helpers/evil-peer.ts)
+// that signs its own batches; every refusal is a JSON 4xx that stores nothing, and each message of
+// an accepted batch gets its own result, stored in the order given. Outbound: a real provider
+// delivers a burst to another in batches, in order, once; a peer that advertises batch/1 but
+// refuses the batch route gets the messages one by one.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { Agent, fetch } from 'undici';
+import { startNetwork, type Network } from './helpers/network.js';
+import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.js';
+import { counter, eventually, fedUser, history } from './helpers/fed.js';
+import { batchBody, bodySha256, MAX_BATCH_MESSAGES } from '../src/federation/batch.js';
+import { canonicalParticipants, conversationId } from '../src/protocol/conversation.js';
+
+const US = 'chat.test';
+const SMALL = 'small.test'; // INTERTALK_FEDERATION_RATE=10
+const OTHER = 'other.test'; // a second real provider, for outbound batches
+const EVIL = 'evil.test';
+const LEGACY = 'legacy.test'; // advertises batch/1, answers only POST /messages
+const MALLORY = `mallory@${EVIL}`;
+const BOB = `bob@${US}`;
+
+let net: Network;
+let evil: EvilPeer;
+let key: PeerKey;
+let impostor: PeerKey;
+const agents = new Map<string, Agent>();
+
+interface Res {
+  status: number;
+  text: string;
+  body: any;
+}
+
+const nowS = () => Math.floor(Date.now() / 1000);
+
+function message(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id: `m-${randomUUID()}`, from: MALLORY, to: [MALLORY, BOB], sentAt: new Date(Date.now() - 1000).toISOString(), message: 'hello bob', ...over };
+}
+
+/** A token for `body` as evil.test would sign it; `over` replaces or (undefined) drops claims. */
+async function batchToken(body: string, over: Record<string, unknown> = {}, aud = US, signer = key): Promise<string> {
+  const t = nowS();
+  return signToken(signer, { iss: EVIL, sub: EVIL, aud, iat: t, exp: t + 60, jti: randomUUID(), body_sha256: bodySha256(body), ...over });
+}
+
+async function postBatch(domain: string, token: string | null, body: string): Promise<Res> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${net.node(domain).url}/messages/batch`, { method: 'POST', headers, body, dispatcher: agentFor(domain) });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, text, body: parsed };
+}
+
+async function messageCount(domain: string): Promise<number> {
+  const db = net.provider(domain).ctx.storage.db;
+  return Number((await db.selectFrom('messages').select(db.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+}
+
+/** Ids of the stored messages of a conversation, in seq order. */
+async function storedIds(domain: string, participants: string[]): Promise<string[]> {
+  const db = net.provider(domain).ctx.storage.db;
+  const rows = await db.selectFrom('messages').select('id').where('conversation_id', '=', conversationId(canonicalParticipants(participants))).orderBy('seq').execute();
+  return rows.map((r) => r.id);
+}
+
+/** Expects a JSON {error, message} refusal with `status` and nothing stored. */
+async function refused(domain: string, send: () => Promise<Res>, status: number, error: string): Promise<void> {
+  const before = await messageCount(domain);
+  const res = await send();
+  assert.equal(res.status, status, res.text);
+  assert.equal(res.body?.error, error, res.text);
+  assert.equal(typeof res.body?.message, 'string', res.text);
+  assert.equal(await messageCount(domain), before, 'nothing may be stored');
+}
+
+describe('federation: batch/1', () => {
+  before(async () => {
+    evil = await EvilPeer.listen();
+    net = await startNetwork({
+      domains: [US, SMALL, OTHER],
+      envFor: { [SMALL]: { INTERTALK_FEDERATION_RATE: '10' } },
+      extraResolve: { [EVIL]: evil.port, [LEGACY]: evil.port },
+    });
+    evil.setCert(await net.ca.issue([EVIL, LEGACY]));
+    for (const d of [US, SMALL]) await net.provider(d).ctx.accounts.create('bob', 'correct horse battery');
+    key = await peerKey('k1');
+    impostor = await peerKey('k1');
+    evil.host(EVIL).keys.set('k1', key.publicJwk);
+  });
+
+  after(async () => {
+    for (const a of agents.values()) await a.close();
+    await net?.stop();
+    await evil?.close();
+    if (net) rmSync(net.dir, { recursive: true, force: true });
+  });
+
+  test('the well-known advertises batch/1', async () => {
+    const res = await fetch(`${net.node(US).url}/.well-known/intertalk`, { dispatcher: agentFor(US) });
+    const doc = (await res.json()) as { extensions: string[] };
+    assert.ok(doc.extensions.includes('batch/1'), JSON.stringify(doc));
+  });
+
+  test('a signed batch is stored in the order given, one result per message; the identical retry stores nothing more', async () => {
+    const carol = `carol@${EVIL}`;
+    const ms = [
+      message({ message: 'one' }),
+      message({ from: carol, to: [carol, BOB], message: 'two (another sender, another conversation)' }),
+      message({ message: 'three' }),
+      message({ message: 'four' }),
+    ];
+    const body = batchBody(ms.map((m) => JSON.stringify(m)));
+    const token = await batchToken(body);
+    const before = await messageCount(US);
+    const r1 = await postBatch(US, token, body);
+    assert.equal(r1.status, 200, r1.text);
+    assert.deepEqual(r1.body.results, ms.map((m) => ({ id: m.id, status: 201 })));
+    assert.equal(await messageCount(US), before + 4);
+    assert.deepEqual(await storedIds(US, [MALLORY, BOB]), [ms[0]!.id, ms[2]!.id, ms[3]!.id]);
+    assert.deepEqual(await storedIds(US, [carol, BOB]), [ms[1]!.id]);
+
+    const r2 = await postBatch(US, token, body);
+    assert.equal(r2.status, 200, r2.text);
+    assert.deepEqual(r2.body.results, ms.map((m) => ({ id: m.id, status: 200 })));
+    assert.equal(await messageCount(US), before + 4, 'stored once');
+  });
+
+  test('each message is judged on its own: refused ones get their status and error, the others are stored', async () => {
+    const ok1 = message({ message: 'kept 1' });
+    const foreign = message({ from: `eve@peer.test`, to: [`eve@peer.test`, BOB] });
+    const unknown = message({ to: [MALLORY, `nobody@${US}`] });
+    const invalid = { id: 'x', from: MALLORY, to: 'not a list', message: 1 };
+    const ok2 = message({ message: 'kept 2' });
+    const body = batchBody([ok1, foreign, unknown, invalid, ok2].map((m) => JSON.stringify(m)));
+    const before = await storedIds(US, [MALLORY, BOB]);
+    const r = await postBatch(US, await batchToken(body), body);
+    assert.equal(r.status, 200, r.text);
+    const results = r.body.results as Array<{ id: string | null; status: number; error?: string; message?: string }>;
+    assert.deepEqual(results.map((x) => x.status), [201, 403, 403, 400, 201], r.text);
+    assert.equal(results[1]!.error, 'sender_mismatch');
+    assert.equal(results[2]!.error, 'no_local_recipient');
+    for (const x of results.slice(1, 4)) assert.equal(typeof x.message, 'string');
+    assert.deepEqual(await storedIds(US, [MALLORY, BOB]), [...before, ok1.id, ok2.id]);
+    assert.deepEqual(await storedIds(US, [`eve@peer.test`, BOB]), []);
+  });
+
+  test('a token not bound to this body, without jti, naming a user, or signed by another key → 401, nothing stored', async () => {
+    const body = batchBody([JSON.stringify(message())]);
+    const other = batchBody([JSON.stringify(message({ message: 'something else' }))]);
+    await refused(US, async () => postBatch(US, await batchToken(other), body), 401, 'body_mismatch');
+    await refused(US, async () => postBatch(US, await batchToken(body, { body_sha256: undefined }), body), 401, 'invalid_token');
+    await refused(US, async () => postBatch(US, await batchToken(body, { jti: undefined }), body), 401, 'invalid_token');
+    await refused(US, async () => postBatch(US, await batchToken(body, { sub: MALLORY }), body), 401, 'issuer_mismatch');
+    await refused(US, async () => postBatch(US, await batchToken(body, {}, 'elsewhere.test'), body), 401, 'wrong_audience');
+    await refused(US, async () => postBatch(US, await batchToken(body, {}, US, impostor), body), 401, 'bad_signature');
+    await refused(US, async () => postBatch(US, null, body), 401, 'missing_token');
+  });
+
+  test('a jti used for another body is a replay → 401', async () => {
+    const jti = randomUUID();
+    const b1 = batchBody([JSON.stringify(message({ message: 'first' }))]);
+    const r = await postBatch(US, await batchToken(b1, { jti }), b1);
+    assert.equal(r.status, 200, r.text);
+    const b2 = batchBody([JSON.stringify(message({ message: 'second' }))]);
+    await refused(US, async () => postBatch(US, await batchToken(b2, { jti }), b2), 401, 'replayed');
+  });
+
+  test('malformed batches → 400 invalid_batch, nothing stored', async () => {
+    const many = batchBody(Array.from({ length: MAX_BATCH_MESSAGES + 1 }, () => JSON.stringify(message())));
+    for (const body of ['{"messages":[]}', '{"messages":{}}', '[]', '{}', many]) {
+      await refused(US, async () => postBatch(US, await batchToken(body), body), 400, 'invalid_batch');
+    }
+  });
+
+  test('the inbound rate limit counts messages, not requests', async () => {
+    const to = [MALLORY, `bob@${SMALL}`];
+    const nine = batchBody(Array.from({ length: 9 }, () => JSON.stringify(message({ to }))));
+    const r = await postBatch(SMALL, await batchToken(nine, {}, SMALL), nine);
+    assert.equal(r.status, 200, r.text);
+    const two = batchBody(Array.from({ length: 2 }, () => JSON.stringify(message({ to }))));
+    await refused(SMALL, async () => postBatch(SMALL, await batchToken(two, {}, SMALL), two), 429, 'rate_limited');
+  });
+
+  test('a burst between two real providers travels in batches, arrives once and in order', async () => {
+    const N = 150;
+    const alice = await fedUser(net, US, 'alice');
+    const carl = await fedUser(net, OTHER, 'carl');
+    const requestsBefore = await counter(net.provider(OTHER), 'intertalk_federation_inbound_requests_total');
+    const texts = Array.from({ length: N }, (_, i) => `burst ${i}`);
+    // Sent concurrently: the outbox finds many messages queued behind the first request.
+    const bodies = await Promise.all(texts.map((message) => fetch(`${net.node(US).url}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ to: [alice.address, carl.address], message }),
+      dispatcher: agentFor(US),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { seq: number; id: string; conversationId: string } }))));
+    for (const b of bodies) assert.equal(b.status, 201);
+    const sentOrder = [...bodies].sort((x, y) => x.body.seq - y.body.seq).map((b) => b.body.id);
+    const conv = bodies[0]!.body.conversationId;
+    const got = await eventually('all messages on other.test', async () => {
+      const h = await history(net, carl, conv);
+      return h.length >= N ? h : null;
+    }, 30_000);
+    assert.equal(got.length, N, 'each message once');
+    assert.deepEqual(got.map((m: { id: string }) => m.id), sentOrder, 'in the order alice\'s provider accepted them');
+    const requests = (await counter(net.provider(OTHER), 'intertalk_federation_inbound_requests_total')) - requestsBefore;
+    assert.ok(requests < N / 2, `${N} messages took ${requests} requests`);
+    await eventually('all marked delivered', async () => {
+      const rows = await net.provider(US).ctx.storage.db.selectFrom('outbox').select('state').where('destination', '=', OTHER).execute();
+      return rows.length === N && rows.every((r) => r.state === 'delivered');
+    });
+  });
+
+  test('a peer that advertises batch/1 but refuses the batch route gets each message alone', async () => {
+    evil.host(LEGACY).wellKnown = { status: 200, json: { server: `https://${LEGACY}:${evil.port}`, extensions: ['batch/1'] } };
+    evil.host(LEGACY).messages = { status: 201, json: { status: 'accepted' } };
+    const dave = await fedUser(net, US, 'dave');
+    const peerUser = `pat@${LEGACY}`;
+    const N = 6;
+    await Promise.all(Array.from({ length: N }, (_, i) => fetch(`${net.node(US).url}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${dave.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ to: [dave.address, peerUser], message: `legacy ${i}` }),
+      dispatcher: agentFor(US),
+    }).then((r) => assert.equal(r.status, 201))));
+    await eventually('all delivered to legacy.test', async () => {
+      const rows = await net.provider(US).ctx.storage.db.selectFrom('outbox').select('state').where('destination', '=', LEGACY).execute();
+      return rows.length === N && rows.every((r) => r.state === 'delivered');
+    });
+    assert.equal(evil.seen(LEGACY).filter((r) => r.method === 'POST' && r.path === '/messages').length, N);
+  });
+});
+
+function agentFor(domain: string): Agent {
+  let agent = agents.get(domain);
+  if (!agent) {
+    agent = new Agent({ connect: { ca: net.ca.caCert, servername: domain } });
+    agents.set(domain, agent);
+  }
+  return agent;
+}
