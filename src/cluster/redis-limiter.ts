@@ -30,6 +30,11 @@ return {n, ttl}
 
 type Reply = [number, number];
 
+interface Waiter {
+  cost: number;
+  resolve: (r: { allowed: boolean; retryAfterMs: number }) => void;
+}
+
 interface LimiterCommands {
   intertalkRateHit(key: string, windowMs: number, cost: number): Promise<Reply>;
   intertalkRateCheck(key: string): Promise<Reply>;
@@ -85,12 +90,41 @@ export class RedisRateLimiter implements RateLimiter {
       this.degraded(new Error(`redis is ${this.o.redis.status}`));
       return this.o.fallback.hit(key, cost);
     }
+    // While a hit for this key is on its way to Redis, later hits wait and then go together as
+    // one INCRBY: under load (one user sending over many connections) a round trip per burst, not
+    // per message; alone, no added wait. Each caller is judged by the count its own events
+    // reached, exactly as if the INCRs had run one by one.
+    return new Promise((resolve) => {
+      const queued = this.waiting.get(key);
+      if (queued) queued.push({ cost, resolve });
+      else {
+        this.waiting.set(key, []);
+        void this.send(key, [{ cost, resolve }]);
+      }
+    });
+  }
+
+  private readonly waiting = new Map<string, Waiter[]>();
+
+  private async send(key: string, group: Waiter[]): Promise<void> {
+    const total = group.reduce((n, w) => n + w.cost, 0);
     try {
-      const [count, ttl] = await this.cmd.intertalkRateHit(this.key(key), this.o.windowMs, cost);
-      return Number(count) > this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 };
+      const [count, ttl] = await this.cmd.intertalkRateHit(this.key(key), this.o.windowMs, total);
+      let reached = Number(count) - total;
+      for (const w of group) {
+        reached += w.cost;
+        w.resolve(reached > this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 });
+      }
     } catch (err) {
       this.degraded(err);
-      return this.o.fallback.hit(key, cost);
+      for (const w of group) w.resolve(await this.o.fallback.hit(key, w.cost));
+    }
+    const next = this.waiting.get(key);
+    if (next && next.length > 0) {
+      this.waiting.set(key, []);
+      void this.send(key, next);
+    } else {
+      this.waiting.delete(key);
     }
   }
 
