@@ -219,11 +219,13 @@ export class FederationVerifier {
    */
   private async recordJti(iss: string, jti: string, expiresAt: number, requestHash: string, now: number): Promise<boolean> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      await this.db
+      const fresh = await this.db
         .insertInto('inbound_jti')
         .values({ iss, jti, expires_at: expiresAt, request_hash: requestHash })
         .onConflict((oc) => oc.columns(['iss', 'jti']).doNothing())
-        .execute();
+        .returning('jti')
+        .executeTakeFirst();
+      if (fresh) return false; // first use: the usual case, one statement
       const row = await this.db
         .selectFrom('inbound_jti')
         .select(['request_hash', 'expires_at'])
