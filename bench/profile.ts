@@ -2,7 +2,7 @@
 // bench/run.ts, run with --cpu-prof; prints the functions with the most self time.
 // BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 32), BENCH_PROFILE_TOP (default 15).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,7 +70,10 @@ async function main() {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
-  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  // One profile per thread (the SQLite checkpointer is a worker thread): the main thread's is the largest.
+  const file = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .sort((a, b) => statSync(join(dir, b)).size - statSync(join(dir, a)).size)[0];
   if (!file) throw new Error(`no .cpuprofile in ${dir}`);
   const prof = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
   const byId = new Map(prof.nodes.map((n) => [n.id, n]));

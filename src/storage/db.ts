@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
 import type { Database } from './schema.js';
 import { initial } from './migrations/001_initial.js';
@@ -28,6 +29,9 @@ export function storableText(s: string): string {
   return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
 }
 
+/** How often the checkpointer thread copies the WAL into the database file. */
+const CHECKPOINT_INTERVAL_MS = 200;
+
 /** Parses INTERTALK_DATABASE: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`. */
 export function parseDatabaseUrl(url: string): { dialect: Dialect; target: string } {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return { dialect: 'postgres', target: url };
@@ -43,6 +47,7 @@ export async function openStorage(url: string): Promise<Storage> {
   const { dialect, target } = parseDatabaseUrl(url);
   let db: Db;
   let sqliteConn: import('better-sqlite3').Database | null = null;
+  let checkpointer: Worker | null = null;
   if (dialect === 'sqlite') {
     const { default: SQLite } = await import('better-sqlite3');
     if (target !== ':memory:') mkdirSync(dirname(resolve(target)), { recursive: true });
@@ -55,6 +60,15 @@ export async function openStorage(url: string): Promise<Storage> {
     conn.pragma('busy_timeout = 5000');
     // Deleted message text is overwritten, not just unlinked (see scrubSoon for the WAL).
     conn.pragma('secure_delete = ON');
+    // The WAL is checkpointed by a worker thread (checkpointer.ts) every 200 ms, mostly not inside
+    // our commits. A PASSIVE checkpoint that runs while we write cannot let the WAL restart, so
+    // the commit that finds 4000 pages (16 MB) in it still checkpoints itself: by then the
+    // worker has copied nearly all of them, and the WAL stays bounded.
+    if (target !== ':memory:') {
+      conn.pragma('wal_autocheckpoint = 4000');
+      checkpointer = new Worker(new URL('./checkpointer.js', import.meta.url), { workerData: { path: resolve(target), intervalMs: CHECKPOINT_INTERVAL_MS } });
+      checkpointer.unref();
+    }
     // Kysely prepares every query anew; better-sqlite3 statements are reusable, so keep them
     // by SQL text (the hot path runs a handful of distinct statements).
     const statements = new Map<string, ReturnType<typeof conn.prepare>>();
@@ -112,6 +126,16 @@ export async function openStorage(url: string): Promise<Storage> {
     scrubSoon,
     close: async () => {
       if (timer) clearTimeout(timer);
+      if (checkpointer) {
+        const w = checkpointer;
+        await new Promise<void>((done) => {
+          w.once('message', () => done());
+          w.once('exit', () => done());
+          w.once('error', () => done());
+          w.postMessage('close');
+        });
+        await w.terminate();
+      }
       await db.destroy();
     },
   };
