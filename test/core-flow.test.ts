@@ -144,6 +144,16 @@ describe('live chat on one provider', () => {
     assert.equal(n.length, 0);
   });
 
+  test('a removed account stops receiving at once, though it was just written to', async () => {
+    const ona = await user(p.url, 'ona');
+    await user(p.url, 'pia');
+    assert.equal((await send(p.url, ona.token, [ona.address, 'pia@localhost'], 'still there?')).status, 201);
+    await p.provider.ctx.accounts.remove('pia');
+    const r = await send(p.url, ona.token, [ona.address, 'pia@localhost'], 'and now?');
+    assert.equal(r.status, 400, JSON.stringify(r.body));
+    assert.equal(r.body.error, 'unknown_recipient');
+  });
+
   test('a valid client sentAt is kept; one in the future is refused', async () => {
     const max = await user(p.url, 'max');
     const kept = await send(p.url, max.token, [max.address], 'note to self', { sentAt: '2020-01-02T03:04:05+01:00' });

@@ -47,8 +47,13 @@ export function validatePassword(raw: unknown): { ok: true; password: string } |
   return { ok: true, password: raw };
 }
 
+/** How long an account known to exist is taken for granted by existingAddresses. */
+const EXISTS_CACHE_MS = 5_000;
+
 export class Accounts {
   private dummyHash: Promise<string> | null = null;
+  /** username → until when it is known to be a current account (see existingAddresses). */
+  private readonly existing = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -90,12 +95,28 @@ export class Accounts {
   }
 
   /** Which of these addresses at our domain belong to existing accounts. */
+  /**
+   * The addresses (at our domain) that belong to current accounts. Every message asks this of its
+   * local recipients, so accounts found are remembered for EXISTS_CACHE_MS: a removal made by
+   * this process applies at once, one made by the CLI or another instance within that time.
+   */
   async existingAddresses(addresses: string[]): Promise<string[]> {
-    const names = addresses.map((a) => a.slice(0, a.lastIndexOf('@')));
+    const now = this.clock.now();
     const found: string[] = [];
-    for (let i = 0; i < names.length; i += 500) {
-      const rows = await this.db.selectFrom('users').select('username').where('username', 'in', names.slice(i, i + 500)).where('removed_at', 'is', null).execute();
-      for (const r of rows) found.push(this.address(r.username));
+    const ask: string[] = [];
+    for (const a of addresses) {
+      const name = a.slice(0, a.lastIndexOf('@'));
+      const until = this.existing.get(name);
+      if (until !== undefined && until > now && now >= until - EXISTS_CACHE_MS) found.push(this.address(name));
+      else ask.push(name);
+    }
+    for (let i = 0; i < ask.length; i += 500) {
+      const rows = await this.db.selectFrom('users').select('username').where('username', 'in', ask.slice(i, i + 500)).where('removed_at', 'is', null).execute();
+      for (const r of rows) {
+        found.push(this.address(r.username));
+        if (this.existing.size >= 100_000) this.existing.clear();
+        this.existing.set(r.username, now + EXISTS_CACHE_MS);
+      }
     }
     return found;
   }
@@ -157,6 +178,7 @@ export class Accounts {
       await trx.deleteFrom('sessions').where('user_id', '=', row.id).execute();
       return true;
     });
+    this.existing.delete(name);
     if (!done) throw new AccountError('not_found', `no user "${username}"`);
   }
 }

@@ -2,7 +2,7 @@
 // its conversation and — for participants elsewhere — its outbox rows in one transaction, then
 // announce it on the bus. History, conversation lists and read markers.
 import { createHash } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import { CompiledQuery, sql, type Insertable, type Transaction } from 'kysely';
 import { storableText, type Db } from '../storage/db.js';
 import type { Database } from '../storage/schema.js';
 import type { Clock } from '../util/clock.js';
@@ -109,6 +109,10 @@ function sameContent(prior: IntertalkMessage & { deleted?: true }, m: IntertalkM
  * as every instance uses the same one.
  */
 const MESSAGE_COMMIT_LOCK = '7460736573657101';
+
+type MessageRow = Required<Omit<Insertable<Database['messages']>, 'seq'>>;
+/** The columns of the message INSERT, in the order its compiled SQL takes them. */
+const MESSAGE_COLUMNS = ['id', 'sender', 'conversation_id', 'sent_at', 'received_at', 'body', 'origin', 'insecure', 'kind', 'ref_sender', 'ref_id'] as const satisfies ReadonlyArray<keyof MessageRow>;
 
 /** A rule of the rich extension was broken (e.g. editing someone else's message). */
 export class RichRuleError extends Error {
@@ -233,7 +237,13 @@ export class Messaging {
       try {
         const seqs = await this.storeTx(async (trx) => {
           const out: Array<number | null> = [];
-          for (const item of batch) out.push(await this.write(trx, item.w));
+          const last = new Map<string, number>();
+          for (const item of batch) {
+            const seq = await this.write(trx, item.w);
+            out.push(seq);
+            if (seq !== null) last.set(item.w.convId, seq);
+          }
+          await this.bumpLastSeq(trx, last);
           return out;
         });
         batch.forEach((item, i) => item.resolve(seqs[i]!));
@@ -241,7 +251,13 @@ export class Messaging {
         // One bad write must not sink its neighbours: retry each on its own.
         for (const item of batch) {
           try {
-            item.resolve(await this.storeTx((trx) => this.write(trx, item.w)));
+            item.resolve(
+              await this.storeTx(async (trx) => {
+                const seq = await this.write(trx, item.w);
+                if (seq !== null) await this.bumpLastSeq(trx, new Map([[item.w.convId, seq]]));
+                return seq;
+              }),
+            );
           } catch (err) {
             item.reject(err);
           }
@@ -251,6 +267,32 @@ export class Messaging {
     this.flushing = false;
   }
 
+  // The message INSERT is the one statement every message runs. Kysely builds and compiles a
+  // query tree per call (about 8% of the send path in a profile); its SQL text never changes, so
+  // it is compiled once and run with fresh parameters, in MESSAGE_COLUMNS order.
+  private insertMessageSql: string | null = null;
+
+  private async insertMessage(trx: Transaction<Database>, row: MessageRow): Promise<{ seq: number } | undefined> {
+    if (this.insertMessageSql === null) {
+      const compiled = trx.insertInto('messages').values(row).onConflict((oc) => oc.columns(['sender', 'id']).doNothing()).returning('seq').compile();
+      // Kysely lists the columns in the order of the object's keys: check it is ours.
+      if (compiled.parameters.length !== MESSAGE_COLUMNS.length || MESSAGE_COLUMNS.some((c, i) => compiled.parameters[i] !== row[c])) {
+        throw new Error('the compiled message INSERT does not take its parameters in MESSAGE_COLUMNS order');
+      }
+      this.insertMessageSql = compiled.sql;
+    }
+    const res = await trx.executeQuery<{ seq: number }>(CompiledQuery.raw(this.insertMessageSql, MESSAGE_COLUMNS.map((c) => row[c])));
+    return res.rows[0];
+  }
+
+  /** Each conversation's last_seq, once per batch (seqs grow within a batch: the last one wins). */
+  private async bumpLastSeq(trx: Transaction<Database>, last: Map<string, number>): Promise<void> {
+    for (const [convId, seq] of last) {
+      await trx.updateTable('conversations').set({ last_seq: seq }).where('id', '=', convId).where('last_seq', '<', seq).execute();
+    }
+  }
+
+  /** Stores one message inside a batch's transaction; the caller bumps last_seq (bumpLastSeq). */
   private async write(trx: Transaction<Database>, w: PendingWrite): Promise<number | null> {
     const { convId, participants, m, origin, insecure, body, destinations, now } = w;
     if (!this.knownConversations.has(convId)) {
@@ -268,24 +310,19 @@ export class Messaging {
           .execute();
       }
     }
-    const inserted = await trx
-      .insertInto('messages')
-      .values({
-        id: m.id,
-        sender: m.from,
-        conversation_id: convId,
-        sent_at: m.sentAt,
-        received_at: now,
-        body,
-        origin: origin.kind === 'local' ? 'local' : origin.domain,
-        insecure: insecure ? 1 : 0,
-        kind: m.rich?.type ?? 'content',
-        ref_sender: m.rich?.reference?.sender ?? null,
-        ref_id: m.rich?.reference?.id ?? null,
-      })
-      .onConflict((oc) => oc.columns(['sender', 'id']).doNothing())
-      .returning('seq')
-      .executeTakeFirst();
+    const inserted = await this.insertMessage(trx, {
+      id: m.id,
+      sender: m.from,
+      conversation_id: convId,
+      sent_at: m.sentAt,
+      received_at: now,
+      body,
+      origin: origin.kind === 'local' ? 'local' : origin.domain,
+      insecure: insecure ? 1 : 0,
+      kind: m.rich?.type ?? 'content',
+      ref_sender: m.rich?.reference?.sender ?? null,
+      ref_id: m.rich?.reference?.id ?? null,
+    });
     if (!inserted) return null;
     const seq = Number(inserted.seq);
     if (m.rich && m.rich.type !== 'content') await this.applyRich(trx, seq, convId, m);
@@ -296,7 +333,6 @@ export class Messaging {
         .onConflict((oc) => oc.columns(['attachment_id', 'conversation_id', 'message_seq']).doNothing())
         .execute();
     }
-    await trx.updateTable('conversations').set({ last_seq: seq }).where('id', '=', convId).where('last_seq', '<', seq).execute();
     if (destinations.length > 0) {
       await trx
         .insertInto('outbox')

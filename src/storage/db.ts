@@ -107,19 +107,26 @@ export async function openStorage(url: string): Promise<Storage> {
     }
   }
   let timer: NodeJS.Timeout | null = null;
-  const scrubSoon = () => {
+  // After a delete, the WAL still holds the old page images: checkpoint it completely and
+  // truncate it. That needs a moment with no transaction open here and no checkpoint running in
+  // the checkpointer thread; while either is the case SQLite answers busy, so try again.
+  const attempt = (tries: number) => {
     if (!sqliteConn || timer) return;
     const conn = sqliteConn;
     timer = setTimeout(() => {
       timer = null;
+      let done = false;
       try {
-        conn.pragma('wal_checkpoint(TRUNCATE)');
+        const [r] = conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
+        done = r?.busy === 0;
       } catch {
-        // busy (a transaction is open): the next delete, or SQLite's own checkpoint, does it
+        // busy (a transaction is open)
       }
-    }, 200);
+      if (!done && tries < 100) attempt(tries + 1);
+    }, tries === 0 ? 200 : 50);
     timer.unref();
   };
+  const scrubSoon = () => attempt(0);
   return {
     db,
     dialect,
