@@ -144,6 +144,33 @@ describe('live chat on one provider', () => {
     assert.equal(n.length, 0);
   });
 
+  test('one group commit of many messages: each stored once, a repeated id answered from its first copy, seqs in call order', async () => {
+    const ray = await user(p.url, 'ray');
+    const sol = await user(p.url, 'sol');
+    const to = [ray.address, sol.address];
+    assert.equal((await send(p.url, ray.token, to, 'first: the conversation exists')).status, 201);
+    // Called without awaiting: all of them join one batch (one transaction, multi-row INSERTs).
+    const sentAt = new Date().toISOString();
+    const messages = Array.from({ length: 30 }, (_, i) => ({ id: `burst-${i}`, from: ray.address, to, sentAt, message: `burst ${i}` }));
+    const calls = messages.flatMap((m, i) => (i % 3 === 0 ? [m, { ...m }] : [m]));
+    const res = await Promise.all(calls.map((m) => p.provider.ctx.messaging.accept(m, { kind: 'local' })));
+    assert.equal(res.filter((r) => r.replayed).length, 10, 'each repeated id is a replay');
+    const firstSeq = new Map<string, number>();
+    for (const r of res) {
+      const prior = firstSeq.get(r.message.id);
+      if (prior !== undefined) assert.equal(r.message.seq, prior, `both answers for ${r.message.id} name one stored copy`);
+      else firstSeq.set(r.message.id, r.message.seq);
+    }
+    const seqs = messages.map((m) => firstSeq.get(m.id)!);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'seqs follow the order of the calls');
+    assert.equal(new Set(seqs).size, 30);
+    const conv = res[0]!.message.conversationId;
+    const h = await http(p.url, 'GET', `/conversations/${conv}/messages?limit=100`, { token: sol.token });
+    assert.deepEqual((h.body.messages as Array<{ id: string }>).slice(1).map((m) => m.id), messages.map((m) => m.id));
+    const c = await http(p.url, 'GET', `/conversations/${conv}`, { token: sol.token });
+    assert.equal(c.body.lastSeq, Math.max(...seqs), 'the conversation points at its newest message');
+  });
+
   test('a removed account stops receiving at once, though it was just written to', async () => {
     const ona = await user(p.url, 'ona');
     await user(p.url, 'pia');

@@ -237,12 +237,25 @@ export class Messaging {
       try {
         const seqs = await this.storeTx(async (trx) => {
           const out: Array<number | null> = [];
-          const last = new Map<string, number>();
+          let run: PendingWrite[] = [];
+          const endRun = async () => {
+            if (run.length > 0) out.push(...(await this.writeRun(trx, run)));
+            run = [];
+          };
           for (const item of batch) {
-            const seq = await this.write(trx, item.w);
-            out.push(seq);
-            if (seq !== null) last.set(item.w.convId, seq);
+            if (this.isPlainWrite(item.w)) {
+              run.push(item.w);
+              continue;
+            }
+            await endRun();
+            out.push(await this.write(trx, item.w));
           }
+          await endRun();
+          const last = new Map<string, number>();
+          batch.forEach((item, i) => {
+            const seq = out[i];
+            if (seq !== null && seq !== undefined) last.set(item.w.convId, Math.max(seq, last.get(item.w.convId) ?? 0));
+          });
           await this.bumpLastSeq(trx, last);
           return out;
         });
@@ -285,6 +298,74 @@ export class Messaging {
     return res.rows[0];
   }
 
+  private messageRow(w: PendingWrite): MessageRow {
+    const { m, convId, origin, insecure, body, now } = w;
+    return {
+      id: m.id,
+      sender: m.from,
+      conversation_id: convId,
+      sent_at: m.sentAt,
+      received_at: now,
+      body,
+      origin: origin.kind === 'local' ? 'local' : origin.domain,
+      insecure: insecure ? 1 : 0,
+      kind: m.rich?.type ?? 'content',
+      ref_sender: m.rich?.reference?.sender ?? null,
+      ref_id: m.rich?.reference?.id ?? null,
+    };
+  }
+
+  /** One queued delivery per remote destination of a stored message. */
+  private outboxRows(w: PendingWrite, seq: number) {
+    return w.destinations.map((d) => ({
+      message_seq: seq,
+      destination: d,
+      recipients: JSON.stringify(w.participants.filter((p) => domainOf(p) === d)),
+      state: 'queued',
+      attempts: 0,
+      created_at: w.now,
+      next_attempt_at: w.now,
+      last_error: null,
+      delivered_at: null,
+      lease_owner: null,
+      lease_until: null,
+    }));
+  }
+
+  /**
+   * A plain message (no rich action, no attachments) to a conversation known to exist needs
+   * nothing but its row and its outbox rows: consecutive ones are written together (writeRun).
+   */
+  private isPlainWrite(w: PendingWrite): boolean {
+    const r = w.m.rich;
+    return this.knownConversations.has(w.convId) && (r === undefined || (r.type === 'content' && !r.attachments?.length));
+  }
+
+  /**
+   * Stores consecutive plain messages with one multi-row INSERT (and one for their outbox rows):
+   * on PostgreSQL a round trip per run instead of two per message. Seqs follow the given order.
+   * A message whose (sender, id) is already stored, or repeated within the run, gets null.
+   */
+  private async writeRun(trx: Transaction<Database>, run: PendingWrite[]): Promise<Array<number | null>> {
+    if (run.length === 1) return [await this.write(trx, run[0]!)];
+    const inserted = await trx
+      .insertInto('messages')
+      .values(run.map((w) => this.messageRow(w)))
+      .onConflict((oc) => oc.columns(['sender', 'id']).doNothing())
+      .returning(['seq', 'sender', 'id'])
+      .execute();
+    const byKey = new Map(inserted.map((r) => [`${r.sender}\n${r.id}`, Number(r.seq)]));
+    const seqs = run.map((w) => {
+      const key = `${w.m.from}\n${w.m.id}`;
+      const seq = byKey.get(key);
+      byKey.delete(key); // a second copy within the run is the duplicate
+      return seq ?? null;
+    });
+    const outbox = run.flatMap((w, i) => (seqs[i] === null || w.destinations.length === 0 ? [] : this.outboxRows(w, seqs[i]!)));
+    if (outbox.length > 0) await trx.insertInto('outbox').values(outbox).execute();
+    return seqs;
+  }
+
   /** Each conversation's last_seq, once per batch (seqs grow within a batch: the last one wins). */
   private async bumpLastSeq(trx: Transaction<Database>, last: Map<string, number>): Promise<void> {
     for (const [convId, seq] of last) {
@@ -294,7 +375,7 @@ export class Messaging {
 
   /** Stores one message inside a batch's transaction; the caller bumps last_seq (bumpLastSeq). */
   private async write(trx: Transaction<Database>, w: PendingWrite): Promise<number | null> {
-    const { convId, participants, m, origin, insecure, body, destinations, now } = w;
+    const { convId, participants, m, destinations, now } = w;
     if (!this.knownConversations.has(convId)) {
       const exists = await trx.selectFrom('conversations').select('id').where('id', '=', convId).executeTakeFirst();
       if (!exists) {
@@ -310,19 +391,7 @@ export class Messaging {
           .execute();
       }
     }
-    const inserted = await this.insertMessage(trx, {
-      id: m.id,
-      sender: m.from,
-      conversation_id: convId,
-      sent_at: m.sentAt,
-      received_at: now,
-      body,
-      origin: origin.kind === 'local' ? 'local' : origin.domain,
-      insecure: insecure ? 1 : 0,
-      kind: m.rich?.type ?? 'content',
-      ref_sender: m.rich?.reference?.sender ?? null,
-      ref_id: m.rich?.reference?.id ?? null,
-    });
+    const inserted = await this.insertMessage(trx, this.messageRow(w));
     if (!inserted) return null;
     const seq = Number(inserted.seq);
     if (m.rich && m.rich.type !== 'content') await this.applyRich(trx, seq, convId, m);
@@ -333,26 +402,7 @@ export class Messaging {
         .onConflict((oc) => oc.columns(['attachment_id', 'conversation_id', 'message_seq']).doNothing())
         .execute();
     }
-    if (destinations.length > 0) {
-      await trx
-        .insertInto('outbox')
-        .values(
-          destinations.map((d) => ({
-            message_seq: seq,
-            destination: d,
-            recipients: JSON.stringify(participants.filter((p) => domainOf(p) === d)),
-            state: 'queued',
-            attempts: 0,
-            created_at: now,
-            next_attempt_at: now,
-            last_error: null,
-            delivered_at: null,
-            lease_owner: null,
-            lease_until: null,
-          })),
-        )
-        .execute();
-    }
+    if (destinations.length > 0) await trx.insertInto('outbox').values(this.outboxRows(w, seq)).execute();
     return seq;
   }
 
