@@ -27,21 +27,21 @@ export interface FederationClaimsInput {
   message: { from: string; to: string[] };
 }
 
-export type FederationClaimsResult =
-  | {
-      ok: true;
-      /** The issuer domain, lower case. */
-      iss: string;
-      /** The sending user's address, lower case. */
-      sub: string;
-      /** The token id, or null when the token has none. */
-      jti: string | null;
-      /** The token's expiry as a JWT NumericDate (seconds since the epoch, may be fractional). */
-      exp: number;
-      alg: FederationAlgorithm;
-      kid: string;
-    }
-  | { ok: false; status: 401 | 403; error: string; message: string };
+/** What a checked token says: the claims both kinds of token share. */
+interface TokenBasics {
+  /** The issuer domain, lower case. */
+  iss: string;
+  /** The sending user's address, lower case (a batch token: the provider's domain). */
+  sub: string;
+  /** The token id, or null when the token has none. */
+  jti: string | null;
+  /** The token's expiry as a JWT NumericDate (seconds since the epoch, may be fractional). */
+  exp: number;
+  alg: FederationAlgorithm;
+  kid: string;
+}
+
+export type FederationClaimsResult = ({ ok: true } & TokenBasics) | { ok: false; status: 401 | 403; error: string; message: string };
 
 type Failure = Extract<FederationClaimsResult, { ok: false }>;
 
@@ -55,15 +55,6 @@ export function isFederationAlgorithm(alg: unknown): alg is FederationAlgorithm 
 const isNumericDate = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 /** What both kinds of token share: header, claim shapes, audience, issuer and validity period. */
-interface TokenBasics {
-  iss: string;
-  sub: string;
-  jti: string | null;
-  exp: number;
-  alg: FederationAlgorithm;
-  kid: string;
-}
-
 function checkTokenBasics(input: { header: { alg?: unknown; kid?: unknown }; payload: Record<string, unknown>; ourDomain: string; now: number; skewMs: number }): { ok: true; t: TokenBasics; validity: () => Failure | null } | Failure {
   const { header, payload, now, skewMs } = input;
   const ourDomain = input.ourDomain.toLowerCase();

@@ -56,21 +56,9 @@ export class FederationVerifier {
     rawBody: Buffer | string,
     message: { from: string; to: string[] },
   ): Promise<FederationAuthResult> {
-    const token = extractToken(authorization);
-    if (token === null) {
-      return authorization === undefined || authorization.trim() === ''
-        ? deny('missing_token', 'a federation request needs "Authorization: Bearer <JWT>" signed by the sending provider')
-        : deny('invalid_token', 'the Authorization header does not hold a JWT');
-    }
-
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    let payload: ReturnType<typeof decodeJwt>;
-    try {
-      header = decodeProtectedHeader(token);
-      payload = decodeJwt(token);
-    } catch {
-      return deny('invalid_token', 'the token is not a well-formed JWT');
-    }
+    const decoded = decodeBearer(authorization);
+    if (!decoded.ok) return decoded;
+    const { token, header, payload } = decoded;
 
     const now = this.clock.now();
     const claims = checkFederationClaims({
@@ -94,20 +82,9 @@ export class FederationVerifier {
    * messages inside are checked one by one by the caller.
    */
   async verifyBatch(authorization: string | undefined, rawBody: Buffer | string): Promise<BatchAuthResult> {
-    const token = extractToken(authorization);
-    if (token === null) {
-      return authorization === undefined || authorization.trim() === ''
-        ? deny('missing_token', 'a federation request needs "Authorization: Bearer <JWT>" signed by the sending provider')
-        : deny('invalid_token', 'the Authorization header does not hold a JWT');
-    }
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    let payload: ReturnType<typeof decodeJwt>;
-    try {
-      header = decodeProtectedHeader(token);
-      payload = decodeJwt(token);
-    } catch {
-      return deny('invalid_token', 'the token is not a well-formed JWT');
-    }
+    const decoded = decodeBearer(authorization);
+    if (!decoded.ok) return decoded;
+    const { token, header, payload } = decoded;
     const now = this.clock.now();
     const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
     const claims = checkBatchClaims({
@@ -257,6 +234,21 @@ export class FederationVerifier {
     } catch {
       // Best effort; the next request tries again after the interval.
     }
+  }
+}
+
+/** The bearer token of a request, its protected header and its (unverified) claims. */
+function decodeBearer(authorization: string | undefined): { ok: true; token: string; header: ReturnType<typeof decodeProtectedHeader>; payload: ReturnType<typeof decodeJwt> } | Failure {
+  const token = extractToken(authorization);
+  if (token === null) {
+    return authorization === undefined || authorization.trim() === ''
+      ? deny('missing_token', 'a federation request needs "Authorization: Bearer <JWT>" signed by the sending provider')
+      : deny('invalid_token', 'the Authorization header does not hold a JWT');
+  }
+  try {
+    return { ok: true, token, header: decodeProtectedHeader(token), payload: decodeJwt(token) };
+  } catch {
+    return deny('invalid_token', 'the token is not a well-formed JWT');
   }
 }
 
