@@ -250,7 +250,10 @@ describe(`attachments on one provider (${testBackend})`, () => {
     // Purged right away (the bookkeeping runs just after the delete is stored).
     for (let i = 0; i < 50 && (await rows(s, 'attachments', id)) > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await rows(s, 'attachments', id), 0, 'the blob is gone');
-    assert.equal(await rows(s, 'attachment_uploads', id), 0);
+    // Its upload record stays for the day's quota, without the file's name or type.
+    const records = await s.provider.ctx.storage.db.selectFrom('attachment_uploads').select(['name', 'media_type']).where('attachment_id', '=', id).execute();
+    assert.ok(records.length >= 1);
+    assert.deepEqual(records, records.map(() => ({ name: null, media_type: 'application/octet-stream' })));
     assert.equal(await rows(s, 'attachment_refs', id), 0);
     // The history no longer names it.
     const h = await http(s.url, 'GET', `/conversations/${m.conversationId}/messages`, { token: bob.token });
@@ -282,7 +285,7 @@ describe(`attachments on one provider (${testBackend})`, () => {
     assert.equal(await rows(s, 'attachments', id), 1, 'fresh: kept');
     assert.ok((await s.provider.attachments.purge({ now: Date.now() + 61 * 60_000 })) >= 1);
     assert.equal(await rows(s, 'attachments', id), 0);
-    assert.equal(await rows(s, 'attachment_uploads', id), 0);
+    assert.equal(await rows(s, 'attachment_uploads', id), 1, 'the upload still counts towards the day\'s quota');
     assert.equal((await raw(s.url, 'GET', `/attachments/${id}`, { token: dave.token })).status, 404);
     // Uploading the same bytes again brings it back.
     const again = await upload(s, dave, data);
@@ -302,6 +305,13 @@ describe(`attachments on one provider (${testBackend})`, () => {
     assert.equal(accepted, 16, '1 MiB of 64 KiB files');
     assert.equal(last!.status, 429);
     assert.equal(last!.json.error, 'quota_exceeded');
+    // The files were never sent: an hour later they are purged, and the quota still holds.
+    assert.ok((await s.provider.attachments.purge({ now: Date.now() + 2 * 3_600_000 })) >= 16);
+    const later = await upload(s, q, randomBytes(MAX), 'application/octet-stream');
+    assert.equal(later.status, 429, 'purging the files does not give the quota back');
+    // Out of the window, the records go too.
+    await s.provider.attachments.purge({ now: Date.now() + 25 * 3_600_000 });
+    assert.equal(Number((await s.provider.ctx.storage.db.selectFrom('attachment_uploads').select((eb) => eb.fn.countAll().as('n')).where('uploader', '=', q.address).executeTakeFirstOrThrow()).n), 0);
   });
 });
 

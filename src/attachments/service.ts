@@ -12,6 +12,8 @@
 // * anyone with the capability link of a conversation where one of our users sent it.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { ExpressionBuilder } from 'kysely';
+import type { Database } from '../storage/schema.js';
 import { storableText, type Db } from '../storage/db.js';
 import type { Config } from '../config/config.js';
 import type { Clock } from '../util/clock.js';
@@ -27,6 +29,8 @@ import type { AttachmentPeers } from './peers.js';
 import { checkInlineBinary } from './inline.js';
 
 export const ATTACHMENT_ID = /^[0-9a-f]{64}$/;
+/** The window of the per-user upload quota (INTERTALK_ATTACHMENT_QUOTA bytes per window). */
+const QUOTA_WINDOW_MS = 86_400_000;
 /** Blobs nobody references are purged this long after their last upload or send. */
 export const UNREFERENCED_TTL_MS = 60 * 60_000;
 /** Fetches of a peer's file are given up after this many attempts (about a day of back-off). */
@@ -204,7 +208,7 @@ export class Attachments implements AttachmentsPort {
       .selectFrom('attachment_uploads')
       .select((eb) => eb.fn.sum<number | string | null>('size').as('n'))
       .where('uploader', '=', uploader)
-      .where('created_at', '>', this.o.clock.now() - 86_400_000)
+      .where('created_at', '>', this.o.clock.now() - QUOTA_WINDOW_MS)
       .executeTakeFirst();
     return Number(row?.n ?? 0);
   }
@@ -580,10 +584,17 @@ export class Attachments implements AttachmentsPort {
       .where((eb) => (opts.deletedOnly ? eb('referenced', '=', 1) : eb.or([eb('referenced', '=', 1), eb('touched_at', '<', cutoff)])))
       .executeTakeFirst();
     const removed = Number(res.numDeletedRows);
+    // Upload records of purged files go too, but only once out of the quota window: they are
+    // what the daily quota counts (else upload, wait for the purge, upload again). Until then
+    // only their size and time stay: the file's name and type go with the file.
+    const orphan = ({ not, exists, selectFrom }: ExpressionBuilder<Database, 'attachment_uploads'>) =>
+      not(exists(selectFrom('attachments as a').select('a.id').whereRef('a.id', '=', 'attachment_uploads.attachment_id')));
     await this.db
       .deleteFrom('attachment_uploads')
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('attachments as a').select('a.id').whereRef('a.id', '=', 'attachment_uploads.attachment_id'))))
+      .where(orphan)
+      .where('created_at', '<=', (opts.now ?? this.o.clock.now()) - QUOTA_WINDOW_MS)
       .execute();
+    await this.db.updateTable('attachment_uploads').set({ name: null, media_type: 'application/octet-stream' }).where(orphan).where((eb) => eb.or([eb('name', 'is not', null), eb('media_type', '!=', 'application/octet-stream')])).execute();
     await this.db
       .deleteFrom('attachment_fetches')
       .where(({ not, exists, selectFrom }) =>
