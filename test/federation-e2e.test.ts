@@ -465,6 +465,14 @@ describe('federation end to end (three providers over HTTPS)', () => {
     assert.deepEqual(evs.map((e) => [e.state, e.insecure]), [['queued', true], ['delivered', true]]);
     const atPlain = await sp.message(reply.id, 5000);
     assert.equal(atPlain.insecure, undefined, "a.test's keys came over verified HTTPS");
+    // A delivery plain.test refuses says so too.
+    const toNobody = await send(a1, ['nobody@plain.test'], 'to nobody over plain http');
+    const refusedEvs = await sa.until(() => {
+      const e = sa.deliveryEvents().filter((x) => x.messageId === toNobody.id);
+      return e.some((x) => x.state !== 'queued') && e;
+    }, 10_000, 'refusal by plain.test');
+    assert.deepEqual(refusedEvs.map((e) => [e.state, e.insecure]), [['queued', true], ['failed', true]]);
+    failedFromA.set('plain.test', (failedFromA.get('plain.test') ?? 0) + 1);
 
     // plain.test → b.test (no opt-in): b.test cannot fetch plain.test's keys over HTTPS, so it
     // refuses the message.

@@ -36,6 +36,8 @@ export interface OutboxOptions {
   sweepIntervalMs: number;
   timeoutMs: number;
   onAttempt?: (outcome: 'delivered' | 'retry' | 'fail') => void;
+  /** INTERTALK_INSECURE_PEERS: domains reached over plain http. */
+  insecurePeers?: Set<string>;
   /** Our blocklist: queued deliveries to a domain blocked since are failed, not sent. */
   isBlocked?: (domain: string) => Promise<boolean>;
 }
@@ -248,7 +250,10 @@ export class OutboxWorker {
         await trx.updateTable('federation_peers').set({ last_error: errorText(lastFailure), last_error_at: now }).where('domain', '=', domain).execute();
       }
     });
-    for (const s of settled) this.o.bus.publish({ type: 'delivery', ...s.row.ev, state: s.state, error: s.error, insecure: s.insecure ?? false });
+    // A delivery that did not happen says whether the peer is one we reach over plain http, as
+    // the `queued` event did (federation/service.ts).
+    const listedInsecure = this.o.insecurePeers?.has(domain) ?? false;
+    for (const s of settled) this.o.bus.publish({ type: 'delivery', ...s.row.ev, state: s.state, error: s.error, insecure: s.insecure ?? listedInsecure });
   }
 
   private async peerError(domain: string): Promise<string | null> {

@@ -91,6 +91,7 @@ export class Federation implements FederationPort {
       timeoutMs: f.requestTimeoutMs,
       onAttempt: (outcome) => ctx.metrics.federationOutbound.inc({ outcome }),
       isBlocked: (domain) => this.blocklist.isBlocked(domain),
+      insecurePeers: f.insecurePeers,
     });
     this.inbound = new Inbound({
       db: storage.db,
