@@ -140,17 +140,20 @@ describe('federation: batch/1', () => {
     const foreign = message({ from: `eve@peer.test`, to: [`eve@peer.test`, BOB] });
     const unknown = message({ to: [MALLORY, `nobody@${US}`] });
     const invalid = { id: 'x', from: MALLORY, to: 'not a list', message: 1 };
+    const badInline = message({ messageFormatted: 'not base64 at all!', format: 'image/png' });
     const ok2 = message({ message: 'kept 2' });
-    const body = batchBody([ok1, foreign, unknown, invalid, ok2].map((m) => JSON.stringify(m)));
+    const body = batchBody([ok1, foreign, unknown, invalid, badInline, ok2].map((m) => JSON.stringify(m)));
     const before = await storedIds(US, [MALLORY, BOB]);
     const r = await postBatch(US, await batchToken(body), body);
     assert.equal(r.status, 200, r.text);
     const results = r.body.results as Array<{ id: string | null; status: number; error?: string; message?: string }>;
-    assert.deepEqual(results.map((x) => x.status), [201, 403, 403, 400, 201], r.text);
+    assert.deepEqual(results.map((x) => x.status), [201, 403, 403, 400, 400, 201], r.text);
     assert.equal(results[1]!.error, 'sender_mismatch');
     assert.equal(results[2]!.error, 'no_local_recipient');
-    for (const x of results.slice(1, 4)) assert.equal(typeof x.message, 'string');
+    assert.equal(results[4]!.error, 'invalid_message', 'a seed-000 inline file is checked as on POST /messages');
+    for (const x of results.slice(1, 5)) assert.equal(typeof x.message, 'string');
     assert.deepEqual(await storedIds(US, [MALLORY, BOB]), [...before, ok1.id, ok2.id]);
+    assert.equal(results[4]!.id, badInline.id);
     assert.deepEqual(await storedIds(US, [`eve@peer.test`, BOB]), []);
   });
 

@@ -13,6 +13,8 @@ import { decodeJwt } from 'jose';
 import type { FederationVerifier } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
+import { checkInlineBinary } from '../attachments/inline.js';
+import { HttpError } from '../http/errors.js';
 
 export interface InboundResult {
   status: number;
@@ -33,6 +35,8 @@ export class Inbound {
       verifier: FederationVerifier;
       blocklist: Blocklist;
       maxRecipients: number;
+      /** INTERTALK_MAX_ATTACHMENT: the largest seed-000 inline file (base64 in messageFormatted). */
+      maxAttachment: number;
       skewMs: number;
       /** Requests per peer domain (unverified iss) and per client address. */
       perPeer: RateLimiter;
@@ -106,6 +110,13 @@ export class Inbound {
     const checked = items.map((item) => {
       const v = validateMessage(item, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
       if (!v.ok) return err(400, v.error, v.message);
+      // The check POST /messages runs on a seed-000 inline file, per message here.
+      try {
+        checkInlineBinary(v.value, this.o.maxAttachment);
+      } catch (e) {
+        if (e instanceof HttpError) return err(e.status, e.code, e.message);
+        throw e;
+      }
       // The batch token names no user: each sender must be a user of the signing provider.
       if (domainOf(v.value.from) !== auth.iss) return err(403, 'sender_mismatch', `"from" must be an address at ${auth.iss}, the provider that signed the batch`);
       return v.value;

@@ -102,6 +102,7 @@ export class Federation implements FederationPort {
       verifier: this.verifier,
       blocklist: this.blocklist,
       maxRecipients: config.maxRecipients,
+      maxAttachment: config.maxAttachment,
       skewMs: config.clockSkewMs,
       perPeer: ctx.rateLimiter('fed-messages-peer', f.inboundRatePerMinute, 60_000),
       perIp: ctx.rateLimiter('fed-messages-ip', f.inboundRatePerMinute, 60_000),
