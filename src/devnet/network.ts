@@ -3,7 +3,7 @@
 // loopback port, and INTERTALK_RESOLVE wiring so that every provider finds every other one over
 // verified HTTPS. `intertalk devnet` starts one from the command line.
 import { createServer } from 'node:net';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -35,14 +35,50 @@ export interface Network {
   stop(): Promise<void>;
 }
 
+/**
+ * A loopback port nobody listens on, for a provider that may be stopped and started again on it.
+ * Picked at random *below* the kernel's ephemeral range: a port the kernel handed out (listen(0))
+ * goes back into the pool of source ports for outgoing connections, so while its provider is
+ * down any connection — from this process or another — may take it, and the restart fails with
+ * EADDRINUSE. Below the range only another explicit bind can collide, and random picks make that
+ * unlikely; listen(0) is the fallback where the range cannot be read.
+ */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  const floor = 10_000;
+  if (low !== null && low - floor >= 1000) {
+    for (let i = 0; i < 50; i++) {
+      const port = floor + Math.floor(Math.random() * (low - floor));
+      if (await canListen(port)) return port;
+    }
+  }
+  return listenOnce(0);
+}
+
+function ephemeralLow(): number | null {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : null;
+  } catch {
+    return null;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return listenOnce(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+function listenOnce(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+    s.once('error', reject);
+    s.listen(port, '127.0.0.1', () => {
+      const bound = (s.address() as { port: number }).port;
+      s.close(() => resolve(bound));
     });
-    s.on('error', reject);
   });
 }
 
