@@ -20,6 +20,7 @@ const SMALL = 'small.test'; // INTERTALK_FEDERATION_RATE=10
 const OTHER = 'other.test'; // a second real provider, for outbound batches
 const EVIL = 'evil.test';
 const LEGACY = 'legacy.test'; // advertises batch/1, answers only POST /messages
+const GATED = 'gated.test'; // INTERTALK_FEDERATION_RATE=5, client addresses from X-Forwarded-For
 const MALLORY = `mallory@${EVIL}`;
 const BOB = `bob@${US}`;
 
@@ -47,8 +48,8 @@ async function batchToken(body: string, over: Record<string, unknown> = {}, aud 
   return signToken(signer, { iss: EVIL, sub: EVIL, aud, iat: t, exp: t + 60, jti: randomUUID(), body_sha256: bodySha256(body), ...over });
 }
 
-async function postBatch(domain: string, token: string | null, body: string): Promise<Res> {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+async function postBatch(domain: string, token: string | null, body: string, extraHeaders: Record<string, string> = {}): Promise<Res> {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...extraHeaders };
   if (token !== null) headers.authorization = `Bearer ${token}`;
   const res = await fetch(`${net.node(domain).url}/messages/batch`, { method: 'POST', headers, body, dispatcher: agentFor(domain) });
   const text = await res.text();
@@ -87,12 +88,12 @@ describe('federation: batch/1', () => {
   before(async () => {
     evil = await EvilPeer.listen();
     net = await startNetwork({
-      domains: [US, SMALL, OTHER],
-      envFor: { [SMALL]: { INTERTALK_FEDERATION_RATE: '10' } },
+      domains: [US, SMALL, OTHER, GATED],
+      envFor: { [SMALL]: { INTERTALK_FEDERATION_RATE: '10' }, [GATED]: { INTERTALK_FEDERATION_RATE: '5', INTERTALK_TRUST_PROXY: 'true' } },
       extraResolve: { [EVIL]: evil.port, [LEGACY]: evil.port },
     });
     evil.setCert(await net.ca.issue([EVIL, LEGACY]));
-    for (const d of [US, SMALL]) await net.provider(d).ctx.accounts.create('bob', 'correct horse battery');
+    for (const d of [US, SMALL, GATED]) await net.provider(d).ctx.accounts.create('bob', 'correct horse battery');
     key = await peerKey('k1');
     impostor = await peerKey('k1');
     evil.host(EVIL).keys.set('k1', key.publicJwk);
@@ -192,6 +193,28 @@ describe('federation: batch/1', () => {
     assert.equal(r.status, 200, r.text);
     const two = batchBody(Array.from({ length: 2 }, () => JSON.stringify(message({ to }))));
     await refused(SMALL, async () => postBatch(SMALL, await batchToken(two, {}, SMALL), two), 429, 'rate_limited');
+  });
+
+  test('tokens that only claim a peer\'s name do not use up its rate limit; the proven peer\'s limit holds and records nothing', async () => {
+    const to = [MALLORY, `bob@${GATED}`];
+    const batchOf = (n: number) => batchBody(Array.from({ length: n }, () => JSON.stringify(message({ to }))));
+    // Twice the peer's budget, claiming to be evil.test, from addresses that each stay within theirs.
+    for (const ip of ['198.51.100.1', '198.51.100.2']) {
+      const body = batchOf(5);
+      await refused(GATED, async () => postBatch(GATED, await batchToken(body, {}, GATED, impostor), body, { 'x-forwarded-for': ip }), 401, 'bad_signature');
+    }
+    // evil.test itself still has its whole budget.
+    const five = batchOf(5);
+    const ok = await postBatch(GATED, await batchToken(five, {}, GATED), five, { 'x-forwarded-for': '198.51.100.3' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.body.results.map((r: { status: number }) => r.status), [201, 201, 201, 201, 201]);
+    // …and no more: the limit applies to the issuer the signature proved. A refusal there
+    // records nothing, not even the token's jti (the same request may come back later).
+    const one = batchOf(1);
+    const jti = randomUUID();
+    await refused(GATED, async () => postBatch(GATED, await batchToken(one, { jti }, GATED), one, { 'x-forwarded-for': '198.51.100.4' }), 429, 'rate_limited');
+    const db = net.provider(GATED).ctx.storage.db;
+    assert.equal((await db.selectFrom('inbound_jti').select('jti').where('jti', '=', jti).execute()).length, 0);
   });
 
   test('a burst between two real providers travels in batches, arrives once and in order', async () => {

@@ -10,7 +10,7 @@ import { deriveMessageId, validateMessage, type IntertalkMessage, type MessageRe
 type ValidMessage = Extract<MessageResult, { ok: true }>['value'];
 import { domainOf } from '../protocol/address.js';
 import { decodeJwt } from 'jose';
-import type { FederationVerifier } from './verify.js';
+import { peerLimit, type FederationVerifier, type IssuerGate } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
 import { checkInlineBinary } from '../attachments/inline.js';
@@ -38,7 +38,7 @@ export class Inbound {
       /** INTERTALK_MAX_ATTACHMENT: the largest seed-000 inline file (base64 in messageFormatted). */
       maxAttachment: number;
       skewMs: number;
-      /** Requests per peer domain (unverified iss) and per client address. */
+      /** Messages per peer domain (verified iss) and per client address. */
       perPeer: RateLimiter;
       perIp: RateLimiter;
       /** Called once a peer authenticated: it is up, so deliveries to it may resume. */
@@ -50,7 +50,8 @@ export class Inbound {
   ) {}
 
   async receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<InboundResult> {
-    // The issuer is not verified yet; it only selects the rate-limit bucket and the blocklist.
+    // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
+    // applies once the signature proves the issuer (peerGate).
     let claimedIss: string | null = null;
     try {
       const iss = decodeJwt(input.token).iss;
@@ -65,7 +66,7 @@ export class Inbound {
     const v = validateMessage(input.body, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
     if (!v.ok) return err(400, v.error, v.message);
 
-    const auth = await this.o.verifier.verify(`Bearer ${input.token}`, input.rawBody, { from: v.value.from, to: v.value.to });
+    const auth = await this.o.verifier.verify(`Bearer ${input.token}`, input.rawBody, { from: v.value.from, to: v.value.to }, this.peerGate(1));
     if (!auth.ok) {
       return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
     }
@@ -101,7 +102,7 @@ export class Inbound {
     const limited = await this.limit(input.remoteIp, claimedIss, items.length);
     if (limited) return limited;
 
-    const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody);
+    const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody, this.peerGate(items.length));
     if (!auth.ok) {
       return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
     }
@@ -157,16 +158,21 @@ export class Inbound {
     };
   }
 
-  /** Per-address and per-(claimed)-peer rate limits, counting `cost` messages; a 429 or null. */
+  /**
+   * Before the token is verified: the per-address rate limit (it bounds the work an anonymous
+   * client can cause: parsing, key fetches, signature checks) and the blocklist for the claimed
+   * issuer. Counts `cost` messages; a refusal or null.
+   */
   private async limit(remoteIp: string, claimedIss: string | null, cost: number): Promise<InboundResult | null> {
     const ip = await this.o.perIp.hit(`fed-ip:${remoteIp}`, cost);
     if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
-    if (claimedIss) {
-      if (await this.o.blocklist.isBlocked(claimedIss)) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
-      const peer = await this.o.perPeer.hit(`fed-peer:${claimedIss}`, cost);
-      if (!peer.allowed) return err(429, 'rate_limited', `too many requests from ${claimedIss}`, { 'retry-after': String(Math.ceil(peer.retryAfterMs / 1000)) });
-    }
+    if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
     return null;
+  }
+
+  /** The per-peer rate limit, on the issuer the signature proved (see IssuerGate). */
+  private peerGate(cost: number): IssuerGate {
+    return (iss) => peerLimit(this.o.perPeer, `fed-peer:${iss}`, iss, cost);
   }
 
   private localRecipients(m: { to: string[] }): string[] {

@@ -7,6 +7,7 @@ import type { Clock } from '../util/clock.js';
 import { sha256 } from '../util/ids.js';
 import { FEDERATION_ALGORITHMS, checkBatchClaims, checkFederationClaims } from './claims.js';
 import type { PeerKeyCache } from './peer-keys.js';
+import type { RateLimiter } from '../auth/limiter.js';
 import { bodySha256 } from './batch.js';
 
 export type FederationAuthResult =
@@ -22,7 +23,15 @@ export type FederationAuthResult =
     }
   | { ok: false; status: number; error: string; message: string; retryAfterSeconds?: number };
 
-type Failure = Extract<FederationAuthResult, { ok: false }>;
+export type Failure = Extract<FederationAuthResult, { ok: false }>;
+
+/**
+ * A check of the issuer once its signature has verified and before the token's jti is recorded:
+ * a per-peer rate limit belongs here, keyed on a domain the request has proven, so that nobody
+ * can use up another provider's budget with tokens that only claim its name. A refusal here
+ * records nothing (the sender may retry with the same token).
+ */
+export type IssuerGate = (iss: string) => Promise<Failure | null>;
 
 export type BatchAuthResult = { ok: true; iss: string; insecureKeys: boolean } | Failure;
 
@@ -55,6 +64,7 @@ export class FederationVerifier {
     authorization: string | undefined,
     rawBody: Buffer | string,
     message: { from: string; to: string[] },
+    gate?: IssuerGate,
   ): Promise<FederationAuthResult> {
     const decoded = decodeBearer(authorization);
     if (!decoded.ok) return decoded;
@@ -71,7 +81,7 @@ export class FederationVerifier {
     });
     if (!claims.ok) return claims;
 
-    const checked = await this.checkSignatureAndReplay(token, claims, rawBody, now);
+    const checked = await this.checkSignatureAndReplay(token, claims, rawBody, now, gate);
     if (!checked.ok) return checked;
     return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys: checked.insecureKeys };
   }
@@ -81,7 +91,7 @@ export class FederationVerifier {
    * (sub = iss) bound to the exact body by its SHA-256 (claims.ts `checkBatchClaims`). The
    * messages inside are checked one by one by the caller.
    */
-  async verifyBatch(authorization: string | undefined, rawBody: Buffer | string): Promise<BatchAuthResult> {
+  async verifyBatch(authorization: string | undefined, rawBody: Buffer | string, gate?: IssuerGate): Promise<BatchAuthResult> {
     const decoded = decodeBearer(authorization);
     if (!decoded.ok) return decoded;
     const { token, header, payload } = decoded;
@@ -96,17 +106,18 @@ export class FederationVerifier {
       bodySha256: bodySha256(body),
     });
     if (!claims.ok) return claims;
-    const checked = await this.checkSignatureAndReplay(token, claims, body, now);
+    const checked = await this.checkSignatureAndReplay(token, claims, body, now, gate);
     if (!checked.ok) return checked;
     return { ok: true, iss: claims.iss, insecureKeys: checked.insecureKeys };
   }
 
-  /** The signature against the issuer's published key, then the jti against replays. */
+  /** The signature against the issuer's published key, then the gate, then the jti against replays. */
   private async checkSignatureAndReplay(
     token: string,
     claims: { iss: string; kid: string; alg: string; jti: string | null; exp: number },
     rawBody: Buffer | string,
     now: number,
+    gate: IssuerGate | undefined,
   ): Promise<{ ok: true; insecureKeys: boolean } | Failure | (Failure & { status: 503; retryAfterSeconds: number })> {
     // --- signature --------------------------------------------------------------------------
     let lookup = await this.keys.getKey(claims.iss, claims.kid);
@@ -138,6 +149,11 @@ export class FederationVerifier {
       return outcome === 'bad_signature'
         ? deny('bad_signature', 'the token signature does not verify with the issuer\'s key')
         : deny('invalid_token', outcome);
+    }
+
+    if (gate) {
+      const refused = await gate(claims.iss);
+      if (refused) return refused;
     }
 
     // --- replay -------------------------------------------------------------------------------
@@ -266,4 +282,11 @@ export function extractToken(authorization: string | undefined): string | null {
 function sameKey(a: JWK, b: JWK): boolean {
   const members = ['kty', 'crv', 'x', 'y', 'n', 'e', 'alg'] as const;
   return members.every((m) => a[m] === b[m]);
+}
+
+/** An IssuerGate body: one hit of `cost` on `limiter` under `key`; a 429 once the peer is over. */
+export async function peerLimit(limiter: RateLimiter, key: string, iss: string, cost = 1): Promise<Failure | null> {
+  const r = await limiter.hit(key, cost);
+  if (r.allowed) return null;
+  return { ok: false, status: 429, error: 'rate_limited', message: `too many requests from ${iss}`, retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)) };
 }

@@ -19,7 +19,7 @@ import { SIGNALS_EXTENSION } from '../protocol/rich.js';
 import type { SigningKeys } from '../federation/keys.js';
 import type { Discovery } from '../federation/discovery.js';
 import { PeerNetworkError, type PeerHttp } from '../federation/net.js';
-import type { FederationVerifier } from '../federation/verify.js';
+import { peerLimit, type FederationVerifier } from '../federation/verify.js';
 import type { Blocklist } from '../federation/blocklist.js';
 import type { Signals } from './service.js';
 import { validateSignal, type SignalBody } from './wire.js';
@@ -81,7 +81,8 @@ export class SignalsFederation {
     const ip = await this.o.perIp.hit(`sig-ip:${input.remoteIp}`);
     if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
 
-    // The issuer is not verified yet; it only selects the rate-limit bucket and the blocklist.
+    // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
+    // applies once the signature proves the issuer (IssuerGate in federation/verify.ts).
     let claimedIss: string | null = null;
     try {
       const token = (input.authorization ?? '').replace(/^Bearer\s+/i, '').trim();
@@ -90,17 +91,13 @@ export class SignalsFederation {
     } catch {
       /* the verifier explains what is wrong */
     }
-    if (claimedIss) {
-      if (await this.o.blocklist.isBlocked(claimedIss)) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
-      const peer = await this.o.perPeer.hit(`sig-peer:${claimedIss}`);
-      if (!peer.allowed) return err(429, 'rate_limited', `too many requests from ${claimedIss}`, { 'retry-after': String(Math.ceil(peer.retryAfterMs / 1000)) });
-    }
+    if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
 
     const v = validateSignal(input.body, { now: this.o.clock.now(), skewMs: this.o.skewMs, maxRecipients: this.o.maxRecipients });
     if (!v.ok) return err(400, v.error, v.message);
     const s = v.value;
 
-    const auth = await this.o.verifier.verify(input.authorization, input.rawBody, { from: s.from, to: s.to });
+    const auth = await this.o.verifier.verify(input.authorization, input.rawBody, { from: s.from, to: s.to }, (iss) => peerLimit(this.o.perPeer, `sig-peer:${iss}`, iss));
     if (!auth.ok) return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
     if (domainOf(s.from) === this.o.domain) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
 
