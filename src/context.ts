@@ -18,6 +18,11 @@ import type { SignalBody } from './signals/wire.js';
 export interface FederationPort {
   /** Handles POST /messages from a peer provider (its token is a JWT). */
   receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<{ status: number; body: unknown; headers?: Record<string, string> }>;
+  /**
+   * Before a large POST /messages body is read: the peer's token, checked as far as it can be
+   * without the message (claims and signature). Null when it holds; else the refusal.
+   */
+  verifyBeforeBody(token: string): Promise<{ status: number; error: string; message: string; retryAfterSeconds?: number } | null>;
   /** New outbox rows were written for these destinations: deliver soon. */
   enqueued(message: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void;
   /** Delivery state of a message, per destination provider. */

@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { startProvider, http, user, type Started } from './helpers/harness.js';
 import { testBackend } from './helpers/database.js';
 import { base64DecodedLength, isBinaryFormat } from '../src/attachments/inline.js';
+import { partialPost } from './helpers/partial-post.js';
 
 const ENV = {
   INTERTALK_SEND_RATE: '100000000',
@@ -368,6 +369,38 @@ describe('seed 000: binary formats carry base64 in messageFormatted', () => {
     assert.equal(r.body.messageFormatted, img.toString('base64'));
     const h = await http(s.url, 'GET', `/conversations/${r.body.conversationId}/messages?limit=1`, { token: bob.token });
     assert.ok(Buffer.from(h.body.messages[0].messageFormatted, 'base64').equals(img));
+  });
+
+  test('a body past INTERTALK_MAX_BODY is read only for a sender who shows who they are: others get their 401 before it arrives', async () => {
+    const body = Buffer.from(JSON.stringify({ to: [alice.address, bob.address], message: 'a picture', messageFormatted: png(40 * 1024).toString('base64'), format: 'image/png' }));
+    const first = body.subarray(0, 1000);
+    const json = { 'content-type': 'application/json' };
+    const early = async (headers: Record<string, string>, length: number | undefined, status: number, error: string) => {
+      const p = await partialPost(s.url, '/messages', { ...json, ...headers }, first, { length });
+      try {
+        const a = await p.answerWithin(10_000);
+        assert.equal(a?.status, status, JSON.stringify(a));
+        assert.equal(a?.json?.error, error, JSON.stringify(a));
+        assert.equal(typeof a?.json?.message, 'string');
+      } finally {
+        p.close();
+      }
+    };
+    await early({}, body.length, 401, 'unauthorized');
+    await early({ authorization: 'Bearer not-a-session' }, body.length, 401, 'invalid_token');
+    await early({}, undefined, 401, 'unauthorized'); // chunked: the size is unknown, so it counts as large
+    await early({ authorization: 'Bearer aaa.bbb.ccc' }, body.length, 403, 'federation_disabled');
+
+    // Alice's session: the server waits for the whole body, then stores the message.
+    const p = await partialPost(s.url, '/messages', { ...json, authorization: `Bearer ${alice.token}` }, first, { length: body.length });
+    try {
+      assert.equal(await p.answerWithin(300), null, 'an authenticated sender\'s body is read to the end');
+      p.finish(body.subarray(first.length));
+      const a = await p.answerWithin(10_000);
+      assert.equal(a?.status, 201, JSON.stringify(a));
+    } finally {
+      p.close();
+    }
   });
 
   test('inline files over INTERTALK_MAX_ATTACHMENT → 413; broken base64 → 400; big text bodies still → 413', async () => {

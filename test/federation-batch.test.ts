@@ -6,7 +6,7 @@
 // refuses the batch route gets the messages one by one.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
 import { startNetwork, type Network } from './helpers/network.js';
@@ -14,6 +14,7 @@ import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.
 import { counter, eventually, fedUser, history } from './helpers/fed.js';
 import { batchBody, bodySha256, MAX_BATCH_MESSAGES } from '../src/federation/batch.js';
 import { canonicalParticipants, conversationId } from '../src/protocol/conversation.js';
+import { partialPost } from './helpers/partial-post.js';
 
 const US = 'chat.test';
 const SMALL = 'small.test'; // INTERTALK_FEDERATION_RATE=10
@@ -215,6 +216,46 @@ describe('federation: batch/1', () => {
     await refused(GATED, async () => postBatch(GATED, await batchToken(one, { jti }, GATED), one, { 'x-forwarded-for': '198.51.100.4' }), 429, 'rate_limited');
     const db = net.provider(GATED).ctx.storage.db;
     assert.equal((await db.selectFrom('inbound_jti').select('jti').where('jti', '=', jti).execute()).length, 0);
+  });
+
+  test('a POST /messages past INTERTALK_MAX_BODY (an inline file) is read only once the peer token\'s claims and signature hold', async () => {
+    // A seed-000 image of 900 KB: 1.2 MB of base64, past the 1 MiB INTERTALK_MAX_BODY.
+    const m = message({ message: 'a picture', messageFormatted: randomBytes(900_000).toString('base64'), format: 'image/png' });
+    const body = Buffer.from(JSON.stringify(m));
+    const first = body.subarray(0, 1000);
+    const userToken = (over: Record<string, unknown> = {}, signer = key) => {
+      const t = nowS();
+      return signToken(signer, { iss: EVIL, sub: MALLORY, aud: US, iat: t, exp: t + 60, jti: randomUUID(), ...over });
+    };
+    const send = async (token: string) =>
+      partialPost(net.node(US).url, '/messages', { 'content-type': 'application/json', authorization: `Bearer ${token}` }, first, { length: body.length, ca: net.ca.caCert, servername: US });
+    const before = await messageCount(US);
+    for (const [token, error] of [
+      [await userToken({}, impostor), 'bad_signature'],
+      [await userToken({ aud: OTHER }), 'wrong_audience'],
+      [await userToken({ exp: nowS() - 3600, iat: nowS() - 3660 }), 'token_expired'],
+      [await userToken({ sub: `mallory@${OTHER}` }), 'issuer_mismatch'],
+    ] as const) {
+      const p = await send(token);
+      try {
+        const a = await p.answerWithin(10_000);
+        assert.equal(a?.status, 401, JSON.stringify(a));
+        assert.equal(a?.json?.error, error, JSON.stringify(a));
+      } finally {
+        p.close();
+      }
+    }
+    // A token that holds: the body is read to the end, then the message is checked and stored.
+    const p = await send(await userToken());
+    try {
+      assert.equal(await p.answerWithin(300), null, 'a body under a valid token is read to the end');
+      p.finish(body.subarray(first.length));
+      const a = await p.answerWithin(10_000);
+      assert.equal(a?.status, 201, JSON.stringify(a));
+    } finally {
+      p.close();
+    }
+    assert.equal(await messageCount(US), before + 1);
   });
 
   test('a burst between two real providers travels in batches, arrives once and in order', async () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { checkBatchClaims, checkFederationClaims, MAX_TOKEN_LIFETIME_S, type BatchClaimsInput, type FederationClaimsInput } from '../src/federation/claims.js';
+import { checkBatchClaims, checkFederationClaims, checkTokenWithoutMessage, MAX_TOKEN_LIFETIME_S, type BatchClaimsInput, type FederationClaimsInput } from '../src/federation/claims.js';
 
 const OUR = 'us.example';
 const NOW = Date.UTC(2024, 4, 1, 12, 0, 0);
@@ -298,6 +298,43 @@ test('property: several defects → 401 if any is an authentication defect, else
       const r = checkFederationClaims(c);
       assert.equal(r.ok, false, `${ms.map((m) => m.name).join('+')} accepted`);
       if (!r.ok) assert.equal(r.status, ms.some((m) => m.status === 401) ? 401 : 403, ms.map((m) => m.name).join('+'));
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+// --- the early check of a large body (checkTokenWithoutMessage) ----------------------------------
+
+/** The defects only the message shows: the token alone is fine. */
+const MESSAGE_DEFECTS = new Set(['sub', 'from not in to', 'no local recipient']);
+
+test('property: without the message, a token defect is refused with its code; defects only the message shows pass', () => {
+  fc.assert(
+    fc.property(validCase, fc.oneof(...mutations), ({ input }, m) => {
+      const c = clone(input);
+      m.apply(c);
+      const r = checkTokenWithoutMessage(c);
+      if (MESSAGE_DEFECTS.has(m.name)) {
+        assert.equal(r.ok, true, r.ok ? '' : `${m.name}: ${r.error}`);
+      } else {
+        assert.equal(r.ok, false, `${m.name} accepted`);
+        if (!r.ok) assert.equal(r.error, m.error, `${m.name}: ${r.message}`);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: the check without the message is never stricter than the full check', () => {
+  fc.assert(
+    fc.property(validCase, fc.tuple(...mutations).chain((all) => fc.subarray(all)), ({ input }, ms) => {
+      const c = clone(input);
+      for (const m of ms) m.apply(c);
+      const alone = checkTokenWithoutMessage(c);
+      const full = checkFederationClaims(c);
+      if (full.ok) assert.equal(alone.ok, true, ms.map((m) => m.name).join('+'));
+      if (!alone.ok) assert.equal(full.ok, false, ms.map((m) => m.name).join('+'));
+      if (alone.ok && full.ok) assert.deepEqual(alone, full);
     }),
     { numRuns: 1000 },
   );

@@ -107,6 +107,29 @@ function checkTokenBasics(input: { header: { alg?: unknown; kid?: unknown }; pay
   return { ok: true, t: { iss: issuer, sub, jti: typeof jti === 'string' ? jti : null, exp, alg: header.alg, kid: header.kid }, validity };
 }
 
+/** `sub` is a user's address at `iss`: the address (lower case), or the refusal. */
+function checkSubject(t: TokenBasics): { ok: true; sub: string } | Failure {
+  const subject = parseAddress(t.sub);
+  if (!subject.ok) return deny('sender_mismatch', '"sub" must be the sending user\'s address');
+  if (domainOf(subject.address.full) !== t.iss) {
+    return deny('issuer_mismatch', '"iss" must be the domain of the sending user ("sub")');
+  }
+  return { ok: true, sub: subject.address.full };
+}
+
+/**
+ * The checks of a user's token (POST /messages) that need no message: everything
+ * checkFederationClaims checks except that `sub` is the message's `from` and the recipients.
+ * For the early check of a large body, before it is read (messaging/routes.ts).
+ */
+export function checkTokenWithoutMessage(input: Omit<FederationClaimsInput, 'message'>): FederationClaimsResult {
+  const basics = checkTokenBasics(input);
+  if (!basics.ok) return basics;
+  const subject = checkSubject(basics.t);
+  if (!subject.ok) return subject;
+  return basics.validity() ?? { ok: true, ...basics.t, sub: subject.sub };
+}
+
 export function checkFederationClaims(input: FederationClaimsInput): FederationClaimsResult {
   const { message } = input;
   const ourDomain = input.ourDomain.toLowerCase();
@@ -115,13 +138,10 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
   const { t } = basics;
 
   // --- subject --------------------------------------------------------------------------------
-  const subject = parseAddress(t.sub);
-  if (!subject.ok) return deny('sender_mismatch', '"sub" must be the sending user\'s address');
-  if (domainOf(subject.address.full) !== t.iss) {
-    return deny('issuer_mismatch', '"iss" must be the domain of the sending user ("sub")');
-  }
+  const subject = checkSubject(t);
+  if (!subject.ok) return subject;
   const from = message.from.toLowerCase();
-  if (subject.address.full !== from) return deny('sender_mismatch', '"sub" must be the message\'s "from"');
+  if (subject.sub !== from) return deny('sender_mismatch', '"sub" must be the message\'s "from"');
 
   const invalid = basics.validity();
   if (invalid) return invalid;
@@ -133,7 +153,7 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
     return forbid('no_local_recipient', `no recipient of this message is a user of ${ourDomain}`);
   }
 
-  return { ok: true, ...t, sub: subject.address.full };
+  return { ok: true, ...t, sub: subject.sub };
 }
 
 /** The claim of a batch token that binds it to the request body: base64url(SHA-256(body)). */

@@ -202,6 +202,10 @@ export class Federation implements FederationPort {
     return this.inbound.receive(input);
   }
 
+  verifyBeforeBody(token: string) {
+    return this.verifier.verifyBeforeBody(`Bearer ${token}`);
+  }
+
   enqueued(m: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void {
     const insecure = this.ctx.config.federation.insecurePeers;
     for (const d of destinations) {

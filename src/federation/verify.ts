@@ -5,7 +5,7 @@ import { decodeJwt, decodeProtectedHeader, errors as joseErrors, importJWK, jwtV
 import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { sha256 } from '../util/ids.js';
-import { FEDERATION_ALGORITHMS, checkBatchClaims, checkFederationClaims } from './claims.js';
+import { FEDERATION_ALGORITHMS, checkBatchClaims, checkFederationClaims, checkTokenWithoutMessage } from './claims.js';
 import type { PeerKeyCache } from './peer-keys.js';
 import type { RateLimiter } from '../auth/limiter.js';
 import { bodySha256 } from './batch.js';
@@ -111,6 +111,26 @@ export class FederationVerifier {
     return { ok: true, iss: claims.iss, insecureKeys: checked.insecureKeys };
   }
 
+  /**
+   * Before a large body is read (messaging/routes.ts): the token's claims that need no message,
+   * and its signature. Null when they hold; the full check (verify) still runs on the message.
+   * Records nothing.
+   */
+  async verifyBeforeBody(authorization: string | undefined): Promise<Failure | null> {
+    const decoded = decodeBearer(authorization);
+    if (!decoded.ok) return decoded;
+    const claims = checkTokenWithoutMessage({
+      header: { alg: decoded.header.alg, kid: decoded.header.kid },
+      payload: decoded.payload as Record<string, unknown>,
+      ourDomain: this.domain,
+      now: this.clock.now(),
+      skewMs: this.skewMs,
+    });
+    if (!claims.ok) return claims;
+    const signed = await this.checkSignatureOnly(decoded.token, claims);
+    return signed.ok ? null : signed;
+  }
+
   /** The signature against the issuer's published key, then the gate, then the jti against replays. */
   private async checkSignatureAndReplay(
     token: string,
@@ -118,8 +138,36 @@ export class FederationVerifier {
     rawBody: Buffer | string,
     now: number,
     gate: IssuerGate | undefined,
-  ): Promise<{ ok: true; insecureKeys: boolean } | Failure | (Failure & { status: 503; retryAfterSeconds: number })> {
-    // --- signature --------------------------------------------------------------------------
+  ): Promise<{ ok: true; insecureKeys: boolean } | Failure> {
+    const signed = await this.checkSignatureOnly(token, claims);
+    if (!signed.ok) return signed;
+    const { insecureKeys } = signed;
+
+    if (gate) {
+      const refused = await gate(claims.iss);
+      if (refused) return refused;
+    }
+
+    // --- replay -------------------------------------------------------------------------------
+    // The standard makes jti optional. A token without one is bound to its first request by
+    // using the token's own hash as its jti: the same request retried is fine, a different
+    // message under the same token is a replay.
+    {
+      const jti = claims.jti ?? `token:${sha256(token)}`;
+      const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
+      const requestHash = sha256(Buffer.concat([Buffer.from(`${token}\n`, 'utf8'), body]));
+      // The token cannot verify after exp + skew, so the row is not needed after that.
+      const expiresAt = Math.ceil(claims.exp * 1000) + this.skewMs;
+      // Stored as storableText: a jti may hold U+0000, which PostgreSQL's text cannot.
+      const replay = await this.recordJti(claims.iss, storableText(jti), expiresAt, requestHash, now);
+      if (replay) return deny('replayed', 'this token has already been used for a different request');
+    }
+    await this.cleanupJti(now);
+    return { ok: true, insecureKeys };
+  }
+
+  /** The signature against the issuer's published key (a cached key is re-fetched once if it fails). */
+  private async checkSignatureOnly(token: string, claims: { iss: string; kid: string; alg: string }): Promise<{ ok: true; insecureKeys: boolean } | Failure> {
     let lookup = await this.keys.getKey(claims.iss, claims.kid);
     let insecureKeys = false;
     for (let attempt = 0; ; attempt++) {
@@ -151,26 +199,6 @@ export class FederationVerifier {
         : deny('invalid_token', outcome);
     }
 
-    if (gate) {
-      const refused = await gate(claims.iss);
-      if (refused) return refused;
-    }
-
-    // --- replay -------------------------------------------------------------------------------
-    // The standard makes jti optional. A token without one is bound to its first request by
-    // using the token's own hash as its jti: the same request retried is fine, a different
-    // message under the same token is a replay.
-    {
-      const jti = claims.jti ?? `token:${sha256(token)}`;
-      const body = typeof rawBody === 'string' ? Buffer.from(rawBody, 'utf8') : rawBody;
-      const requestHash = sha256(Buffer.concat([Buffer.from(`${token}\n`, 'utf8'), body]));
-      // The token cannot verify after exp + skew, so the row is not needed after that.
-      const expiresAt = Math.ceil(claims.exp * 1000) + this.skewMs;
-      // Stored as storableText: a jti may hold U+0000, which PostgreSQL's text cannot.
-      const replay = await this.recordJti(claims.iss, storableText(jti), expiresAt, requestHash, now);
-      if (replay) return deny('replayed', 'this token has already been used for a different request');
-    }
-    await this.cleanupJti(now);
     return { ok: true, insecureKeys };
   }
 

@@ -21,7 +21,30 @@ function pageQuery(req: FastifyRequest) {
 export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { messaging, config } = ctx;
 
-  app.post('/messages', async (req, reply) => {
+  /**
+   * POST /messages takes bodies past INTERTALK_MAX_BODY for a seed-000 inline file
+   * (attachments/inline.ts). Such a body — or one of unknown size — is read and parsed only for a
+   * sender who has shown who they are: a user's valid session, or a peer token whose claims and
+   * signature hold. A stranger gets the 401 before we buffer megabytes for them.
+   */
+  async function authenticateLargeBody(req: FastifyRequest): Promise<void> {
+    const declared = Number(req.headers['content-length']);
+    if (req.headers['content-length'] !== undefined && Number.isFinite(declared) && declared <= config.maxBody) return;
+    const token = bearerToken(req);
+    if (!looksLikeJwt(token)) {
+      await requireUser(ctx, req);
+      return;
+    }
+    if (!ctx.federation) throw new HttpError(403, 'federation_disabled', 'this provider does not accept messages from other providers');
+    const refused = await ctx.federation.verifyBeforeBody(token);
+    if (refused) {
+      ctx.metrics.federationInbound.inc({ status: String(refused.status) });
+      const headers = refused.retryAfterSeconds ? { 'retry-after': String(Math.ceil(refused.retryAfterSeconds)) } : undefined;
+      throw new HttpError(refused.status, refused.error, refused.message, headers);
+    }
+  }
+
+  app.post('/messages', { preParsing: async (req, _reply, payload) => (await authenticateLargeBody(req), payload) }, async (req, reply) => {
     const token = bearerToken(req);
     // A peer provider's JWT: federation handles it.
     if (looksLikeJwt(token)) {
