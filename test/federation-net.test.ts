@@ -284,10 +284,11 @@ describe('PeerHttp', () => {
     const c = client({ timeoutMs: 300 });
     let t = Date.now();
     await rejectsWith(c.request('https://peer.test/hang', { method: 'GET' }), 'timeout');
-    assert.ok(Date.now() - t < 3000);
+    // Generous: only "the timeout fired" is checked, not how promptly (a loaded CI machine).
+    assert.ok(Date.now() - t < 10_000);
     t = Date.now();
     await rejectsWith(c.request('https://peer.test/stall', { method: 'GET', timeoutMs: 200 }), 'timeout');
-    assert.ok(Date.now() - t < 3000);
+    assert.ok(Date.now() - t < 10_000);
     // The client still works afterwards.
     assert.equal((await c.request('https://peer.test/hello', { method: 'GET' })).status, 200);
   });
