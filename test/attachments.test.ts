@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { startProvider, http, user, type Started } from './helpers/harness.js';
 import { testBackend } from './helpers/database.js';
 import { base64DecodedLength, isBinaryFormat } from '../src/attachments/inline.js';
-import { partialPost } from './helpers/partial-post.js';
+import { answerAfterRest, partialPost } from './helpers/partial-post.js';
 
 const ENV = {
   INTERTALK_SEND_RATE: '100000000',
@@ -393,14 +393,9 @@ describe('seed 000: binary formats carry base64 in messageFormatted', () => {
 
     // Alice's session: the server waits for the whole body, then stores the message.
     const p = await partialPost(s.url, '/messages', { ...json, authorization: `Bearer ${alice.token}` }, first, { length: body.length });
-    try {
-      assert.equal(await p.answerWithin(300), null, 'an authenticated sender\'s body is read to the end');
-      p.finish(body.subarray(first.length));
-      const a = await p.answerWithin(10_000);
-      assert.equal(a?.status, 201, JSON.stringify(a));
-    } finally {
-      p.close();
-    }
+    const { early: none, answer } = await answerAfterRest(p, body.subarray(first.length));
+    assert.equal(none, null, 'an authenticated sender\'s body is read to the end');
+    assert.equal(answer?.status, 201, JSON.stringify(answer));
   });
 
   test('inline files over INTERTALK_MAX_ATTACHMENT → 413; broken base64 → 400; big text bodies still → 413', async () => {

@@ -73,3 +73,18 @@ export async function partialPost(
     close: () => socket.destroy(),
   };
 }
+
+/**
+ * The answer to `p` once the rest of the body is sent, after checking that none came before it
+ * (within `quietMs`: a server that waits for the body says nothing meanwhile). Closes `p`.
+ */
+export async function answerAfterRest(p: PartialPost, rest: Buffer, quietMs = 300): Promise<{ early: { status: number; json: any } | null; answer: { status: number; json: any } | null }> {
+  try {
+    const early = await p.answerWithin(quietMs);
+    if (early) return { early, answer: null };
+    p.finish(rest);
+    return { early: null, answer: await p.answerWithin(10_000) };
+  } finally {
+    p.close();
+  }
+}
