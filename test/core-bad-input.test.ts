@@ -331,6 +331,11 @@ describe('POST /messages rejects bad input cleanly and writes nothing', () => {
     const list = await http(s.url, 'GET', '/conversations', { token: carol.access_token });
     assert.equal(list.status, 200);
     assert.deepEqual(list.body.conversations, []);
+    // …and that conversation can still be started afterwards, by anyone in it.
+    for (const [token, from] of [[carol.access_token, 'carol'], [alice.token, 'alice']] as const) {
+      const fresh = await http(s.url, 'POST', '/messages', { token, json: { to: [ALICE, 'carol@localhost'], message: `hello from ${from}` } });
+      assert.equal(fresh.status, 201, JSON.stringify(fresh.body));
+    }
   });
 
   test('deeply nested JSON is answered, never 5xx', async () => {

@@ -196,9 +196,10 @@ export class Messaging {
       origin.kind === 'local' ? [...new Set(participants.filter((p) => !this.isLocal(p)).map(domainOf))].sort() : [];
 
     const result = await this.enqueueWrite({ convId, participants, m, origin, insecure, body, destinations, now });
-    this.rememberConversation(convId);
 
     if (result === null) {
+      // Not remembered here: a retried or conflicting (sender, id) creates no conversation
+      // (write()), and a conversation marked known but absent would fail every later message.
       const existing = await this.db.selectFrom('messages').select(['seq', 'conversation_id', 'body']).where('sender', '=', m.from).where('id', '=', m.id).executeTakeFirstOrThrow();
       const prior = JSON.parse(existing.body) as IntertalkMessage & { deleted?: true };
       if (existing.conversation_id !== convId || !sameContent(prior, m)) throw new MessageConflictError(m.id);
@@ -206,6 +207,7 @@ export class Messaging {
       return { message: JSON.parse(json) as StoredMessage, replayed: true, json, destinations: [] };
     }
 
+    this.rememberConversation(convId);
     if (m.rich?.type === 'delete') this.onContentRemoved();
     const json = servedJson(result, convId, body);
     const localRecipients = participants.filter((p) => this.isLocal(p));
