@@ -54,6 +54,11 @@ export class Accounts {
   private dummyHash: Promise<string> | null = null;
   /** username → until when it is known to be a current account (see existingAddresses). */
   private readonly existing = new Map<string, number>();
+  /**
+   * Removals committed by this process. A lookup that raced a removal (read the row before the
+   * removal committed, answered after it cleared the cache) must not put the name back.
+   */
+  private removals = 0;
 
   constructor(
     private readonly db: Db,
@@ -94,7 +99,6 @@ export class Accounts {
     return row ? this.toAccount(row) : null;
   }
 
-  /** Which of these addresses at our domain belong to existing accounts. */
   /**
    * The addresses (at our domain) that belong to current accounts. Every message asks this of its
    * local recipients, so accounts found are remembered for EXISTS_CACHE_MS: a removal made by
@@ -111,9 +115,11 @@ export class Accounts {
       else ask.push(name);
     }
     for (let i = 0; i < ask.length; i += 500) {
+      const removals = this.removals;
       const rows = await this.db.selectFrom('users').select('username').where('username', 'in', ask.slice(i, i + 500)).where('removed_at', 'is', null).execute();
       for (const r of rows) {
         found.push(this.address(r.username));
+        if (removals !== this.removals) continue; // answer this once, remember nothing
         if (this.existing.size >= 100_000) this.existing.clear();
         this.existing.set(r.username, now + EXISTS_CACHE_MS);
       }
@@ -178,6 +184,8 @@ export class Accounts {
       await trx.deleteFrom('sessions').where('user_id', '=', row.id).execute();
       return true;
     });
+    // After the commit: a lookup that started before it may still answer "exists", once.
+    this.removals++;
     this.existing.delete(name);
     if (!done) throw new AccountError('not_found', `no user "${username}"`);
   }
