@@ -19,10 +19,11 @@ export interface FederationPort {
   /** Handles POST /messages from a peer provider (its token is a JWT). */
   receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<{ status: number; body: unknown; headers?: Record<string, string> }>;
   /**
-   * Before a large POST /messages body is read: the peer's token, checked as far as it can be
-   * without the message (claims and signature). Null when it holds; else the refusal.
+   * Before a large POST /messages body is read: the per-address limit, the blocklist, and the
+   * peer's token as far as it can be checked without the message (claims and signature). Null
+   * when all hold; else the refusal.
    */
-  verifyBeforeBody(token: string): Promise<{ status: number; error: string; message: string; retryAfterSeconds?: number } | null>;
+  checkBeforeBody(input: { token: string; remoteIp: string }): Promise<{ status: number; body: unknown; headers?: Record<string, string> } | null>;
   /** New outbox rows were written for these destinations: deliver soon. */
   enqueued(message: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void;
   /** Delivery state of a message, per destination provider. */

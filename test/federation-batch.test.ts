@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
 import { startNetwork, type Network } from './helpers/network.js';
 import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.js';
-import { counter, eventually, fedUser, history } from './helpers/fed.js';
+import { counter, eventually, fed, fedUser, history } from './helpers/fed.js';
 import { batchBody, bodySha256, MAX_BATCH_MESSAGES } from '../src/federation/batch.js';
 import { canonicalParticipants, conversationId } from '../src/protocol/conversation.js';
 import { answerAfterRest, partialPost } from './helpers/partial-post.js';
@@ -230,16 +230,19 @@ describe('federation: batch/1', () => {
     const send = async (token: string) =>
       partialPost(net.node(US).url, '/messages', { 'content-type': 'application/json', authorization: `Bearer ${token}` }, first, { length: body.length, ca: net.ca.caCert, servername: US });
     const before = await messageCount(US);
-    for (const [token, error] of [
-      [await userToken({}, impostor), 'bad_signature'],
-      [await userToken({ aud: OTHER }), 'wrong_audience'],
-      [await userToken({ exp: nowS() - 3600, iat: nowS() - 3660 }), 'token_expired'],
-      [await userToken({ sub: `mallory@${OTHER}` }), 'issuer_mismatch'],
+    const SHUNNED = 'shunned.test'; // blocked; nothing resolves it, so only the blocklist can answer 403
+    await fed(net.provider(US)).blocklist.add(SHUNNED, null);
+    for (const [token, status, error] of [
+      [await userToken({}, impostor), 401, 'bad_signature'],
+      [await userToken({ aud: OTHER }), 401, 'wrong_audience'],
+      [await userToken({ exp: nowS() - 3600, iat: nowS() - 3660 }), 401, 'token_expired'],
+      [await userToken({ sub: `mallory@${OTHER}` }), 401, 'issuer_mismatch'],
+      [await userToken({ iss: SHUNNED, sub: `mallory@${SHUNNED}` }), 403, 'domain_blocked'],
     ] as const) {
       const p = await send(token);
       try {
         const a = await p.answerWithin(10_000);
-        assert.equal(a?.status, 401, JSON.stringify(a));
+        assert.equal(a?.status, status, JSON.stringify(a));
         assert.equal(a?.json?.error, error, JSON.stringify(a));
       } finally {
         p.close();

@@ -52,14 +52,7 @@ export class Inbound {
   async receive(input: { token: string; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<InboundResult> {
     // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
     // applies once the signature proves the issuer (peerGate).
-    let claimedIss: string | null = null;
-    try {
-      const iss = decodeJwt(input.token).iss;
-      claimedIss = typeof iss === 'string' ? iss.toLowerCase() : null;
-    } catch {
-      /* the verifier explains what is wrong */
-    }
-    const limited = await this.limit(input.remoteIp, claimedIss, 1);
+    const limited = await this.limit(input.remoteIp, claimedIssuer(input.token), 1);
     if (limited) return limited;
 
     const now = this.o.clock.now();
@@ -78,6 +71,21 @@ export class Inbound {
   }
 
   /**
+   * Before a large POST /messages body is read (messaging/routes.ts): steps 1, 2 and 0a of
+   * docs/federation.md — the per-address limit (checked, not counted: receive() counts it), the
+   * blocklist, and the token's claims and signature as far as they need no message.
+   */
+  async checkBeforeBody(input: { token: string; remoteIp: string }): Promise<InboundResult | null> {
+    const ip = await this.o.perIp.check(`fed-ip:${input.remoteIp}`);
+    if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
+    const claimedIss = claimedIssuer(input.token);
+    if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
+    const refused = await this.o.verifier.verifyBeforeBody(`Bearer ${input.token}`);
+    if (!refused) return null;
+    return err(refused.status, refused.error, refused.message, refused.retryAfterSeconds ? { 'retry-after': String(Math.ceil(refused.retryAfterSeconds)) } : undefined);
+  }
+
+  /**
    * POST /messages/batch (batch/1, docs/federation.md): up to MAX_BATCH_MESSAGES messages under one
    * token of the sending provider, bound to the body. Each message is checked and stored on its
    * own, in the order given, and gets its own result: {"results":[{id, status, error?, message?}]}.
@@ -92,14 +100,7 @@ export class Inbound {
     if (items.length === 0 || items.length > MAX_BATCH_MESSAGES) {
       return err(400, 'invalid_batch', `a batch holds 1 to ${MAX_BATCH_MESSAGES} messages (got ${items.length})`);
     }
-    let claimedIss: string | null = null;
-    try {
-      const iss = decodeJwt((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')).iss;
-      claimedIss = typeof iss === 'string' ? iss.toLowerCase() : null;
-    } catch {
-      /* the verifier explains what is wrong */
-    }
-    const limited = await this.limit(input.remoteIp, claimedIss, items.length);
+    const limited = await this.limit(input.remoteIp, claimedIssuer((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')), items.length);
     if (limited) return limited;
 
     const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody, this.peerGate(items.length));
@@ -209,5 +210,15 @@ export class Inbound {
     }
     if (!res.replayed) this.o.onAccepted();
     return { status: res.replayed ? 200 : 201, body: { id: message.id, status: res.replayed ? 'duplicate' : 'accepted' } };
+  }
+}
+
+/** The token's `iss`, lower case, unverified (for the blocklist only); null if none. */
+function claimedIssuer(token: string): string | null {
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === 'string' ? iss.toLowerCase() : null;
+  } catch {
+    return null; // the verifier explains what is wrong
   }
 }

@@ -202,8 +202,8 @@ export class Federation implements FederationPort {
     return this.inbound.receive(input);
   }
 
-  verifyBeforeBody(token: string) {
-    return this.verifier.verifyBeforeBody(`Bearer ${token}`);
+  checkBeforeBody(input: { token: string; remoteIp: string }) {
+    return this.inbound.checkBeforeBody(input);
   }
 
   enqueued(m: { seq: number; id: string; from: string; conversationId: string }, destinations: string[]): void {

@@ -24,8 +24,9 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
   /**
    * POST /messages takes bodies past INTERTALK_MAX_BODY for a seed-000 inline file
    * (attachments/inline.ts). Such a body — or one of unknown size — is read and parsed only for a
-   * sender who has shown who they are: a user's valid session, or a peer token whose claims and
-   * signature hold. A stranger gets the 401 before we buffer megabytes for them.
+   * sender who has shown who they are: a user's valid session, or — within the per-address limit
+   * and from a domain we do not block — a peer token whose claims and signature hold. A stranger
+   * gets the refusal before we buffer megabytes for them.
    */
   async function authenticateLargeBody(req: FastifyRequest): Promise<void> {
     const declared = Number(req.headers['content-length']);
@@ -36,11 +37,11 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
       return;
     }
     if (!ctx.federation) throw new HttpError(403, 'federation_disabled', 'this provider does not accept messages from other providers');
-    const refused = await ctx.federation.verifyBeforeBody(token);
+    const refused = await ctx.federation.checkBeforeBody({ token, remoteIp: req.ip });
     if (refused) {
       ctx.metrics.federationInbound.inc({ status: String(refused.status) });
-      const headers = refused.retryAfterSeconds ? { 'retry-after': String(Math.ceil(refused.retryAfterSeconds)) } : undefined;
-      throw new HttpError(refused.status, refused.error, refused.message, headers);
+      const b = refused.body as { error: string; message: string };
+      throw new HttpError(refused.status, b.error, b.message, refused.headers);
     }
   }
 
