@@ -18,7 +18,7 @@ import { answerAfterRest, partialPost } from './helpers/partial-post.js';
 
 const US = 'chat.test';
 const SMALL = 'small.test'; // INTERTALK_FEDERATION_RATE=10
-const OTHER = 'other.test'; // a second real provider, for outbound batches
+const OTHER = 'other.test'; // a second real provider, for outbound batches; INTERTALK_MAX_BODY=8192
 const EVIL = 'evil.test';
 const LEGACY = 'legacy.test'; // advertises batch/1, answers only POST /messages
 const GATED = 'gated.test'; // INTERTALK_FEDERATION_RATE=5, client addresses from X-Forwarded-For
@@ -90,11 +90,11 @@ describe('federation: batch/1', () => {
     evil = await EvilPeer.listen();
     net = await startNetwork({
       domains: [US, SMALL, OTHER, GATED],
-      envFor: { [SMALL]: { INTERTALK_FEDERATION_RATE: '10' }, [GATED]: { INTERTALK_FEDERATION_RATE: '5', INTERTALK_TRUST_PROXY: 'true' } },
+      envFor: { [OTHER]: { INTERTALK_MAX_BODY: '8192' }, [SMALL]: { INTERTALK_FEDERATION_RATE: '10' }, [GATED]: { INTERTALK_FEDERATION_RATE: '5', INTERTALK_TRUST_PROXY: 'true' } },
       extraResolve: { [EVIL]: evil.port, [LEGACY]: evil.port },
     });
     evil.setCert(await net.ca.issue([EVIL, LEGACY]));
-    for (const d of [US, SMALL, GATED]) await net.provider(d).ctx.accounts.create('bob', 'correct horse battery');
+    for (const d of [US, SMALL, GATED, OTHER]) await net.provider(d).ctx.accounts.create('bob', 'correct horse battery');
     key = await peerKey('k1');
     impostor = await peerKey('k1');
     evil.host(EVIL).keys.set('k1', key.publicJwk);
@@ -185,6 +185,21 @@ describe('federation: batch/1', () => {
     for (const body of ['{"messages":[]}', '{"messages":{}}', '[]', '{}', many]) {
       await refused(US, async () => postBatch(US, await batchToken(body), body), 400, 'invalid_batch');
     }
+  });
+
+  test('each message of a batch is held to INTERTALK_MAX_BODY as on POST /messages (an inline file not counted)', async () => {
+    const to = [MALLORY, `bob@${OTHER}`];
+    const ms = [
+      message({ to, message: 'x'.repeat(10_000) }),
+      message({ to, message: 'a picture', messageFormatted: randomBytes(6_000).toString('base64'), format: 'image/png' }),
+      message({ to, message: 'short' }),
+    ];
+    const body = batchBody(ms.map((m) => JSON.stringify(m)));
+    const r = await postBatch(OTHER, await batchToken(body, {}, OTHER), body);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.results.map((x: { status: number }) => x.status), [413, 201, 201], r.text);
+    assert.equal(r.body.results[0].error, 'payload_too_large', r.text);
+    assert.deepEqual(await storedIds(OTHER, to), [ms[1]!.id, ms[2]!.id]);
   });
 
   test('the inbound rate limit counts messages, not requests', async () => {

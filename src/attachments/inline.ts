@@ -61,6 +61,11 @@ export function checkInlineBinary(m: { messageFormatted?: unknown; format?: unkn
   if (size > maxBytes) throw new HttpError(413, 'payload_too_large', `messageFormatted: the ${m.format.slice(0, 100)} file is ${size} bytes; at most ${maxBytes} are accepted`);
 }
 
+/** The length of a message's seed-000 inline file in base64 (0 without one): room beyond INTERTALK_MAX_BODY. */
+export function inlineLength(m: { messageFormatted?: unknown; format?: unknown }): number {
+  return typeof m.messageFormatted === 'string' && typeof m.format === 'string' && isBinaryFormat(m.format) ? m.messageFormatted.length : 0;
+}
+
 /** Body limit of POST /messages: a whole inline file in base64 plus an ordinary message. */
 export function messagesBodyLimit(config: Config): number {
   return Math.max(config.maxBody, Math.ceil(config.maxAttachment / 3) * 4 + config.maxBody);
@@ -77,8 +82,7 @@ export function inlineBinaryOnRoute(config: Config): (route: RouteOptions) => vo
     const body = req.body as Record<string, unknown> | undefined;
     const fields = typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {};
     if (raw && raw.length > config.maxBody) {
-      const inline = typeof fields.messageFormatted === 'string' && typeof fields.format === 'string' && isBinaryFormat(fields.format) ? fields.messageFormatted.length : 0;
-      if (raw.length - inline > config.maxBody) throw new HttpError(413, 'payload_too_large', `the body exceeds ${config.maxBody} bytes`);
+      if (raw.length - inlineLength(fields) > config.maxBody) throw new HttpError(413, 'payload_too_large', `the body exceeds ${config.maxBody} bytes`);
     }
     checkInlineBinary(fields, config.maxAttachment);
   };

@@ -13,7 +13,7 @@ import { decodeJwt } from 'jose';
 import { peerLimit, type FederationVerifier, type IssuerGate } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
-import { checkInlineBinary } from '../attachments/inline.js';
+import { checkInlineBinary, inlineLength } from '../attachments/inline.js';
 import { HttpError } from '../http/errors.js';
 
 export interface InboundResult {
@@ -37,6 +37,8 @@ export class Inbound {
       maxRecipients: number;
       /** INTERTALK_MAX_ATTACHMENT: the largest seed-000 inline file (base64 in messageFormatted). */
       maxAttachment: number;
+      /** INTERTALK_MAX_BODY: the largest message body, not counting an inline file. */
+      maxBody: number;
       skewMs: number;
       /** Messages per peer domain (verified iss) and per client address. */
       perPeer: RateLimiter;
@@ -109,10 +111,15 @@ export class Inbound {
     }
 
     const now = this.o.clock.now();
+    const batchFits = input.rawBody.length <= this.o.maxBody; // then so does each message
     const checked = items.map((item) => {
       const v = validateMessage(item, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
       if (!v.ok) return err(400, v.error, v.message);
-      // The check POST /messages runs on a seed-000 inline file, per message here.
+      // The size checks POST /messages runs on its body (step 0), per message here.
+      if (!batchFits) {
+        const size = Buffer.byteLength(JSON.stringify(item));
+        if (size - inlineLength(v.value) > this.o.maxBody) return err(413, 'payload_too_large', `the message exceeds ${this.o.maxBody} bytes, not counting an inline file`);
+      }
       try {
         checkInlineBinary(v.value, this.o.maxAttachment);
       } catch (e) {

@@ -103,6 +103,7 @@ export class Federation implements FederationPort {
       blocklist: this.blocklist,
       maxRecipients: config.maxRecipients,
       maxAttachment: config.maxAttachment,
+      maxBody: config.maxBody,
       skewMs: config.clockSkewMs,
       perPeer: ctx.rateLimiter('fed-messages-peer', f.inboundRatePerMinute, 60_000),
       perIp: ctx.rateLimiter('fed-messages-ip', f.inboundRatePerMinute, 60_000),
