@@ -202,13 +202,24 @@ describe('federation: batch/1', () => {
     assert.deepEqual(await storedIds(OTHER, to), [ms[1]!.id, ms[2]!.id]);
   });
 
-  test('the inbound rate limit counts messages, not requests', async () => {
+  test('the inbound rate limit counts messages, not requests; a batch only partly within it is taken in part', async () => {
     const to = [MALLORY, `bob@${SMALL}`];
     const nine = batchBody(Array.from({ length: 9 }, () => JSON.stringify(message({ to }))));
     const r = await postBatch(SMALL, await batchToken(nine, {}, SMALL), nine);
     assert.equal(r.status, 200, r.text);
-    const two = batchBody(Array.from({ length: 2 }, () => JSON.stringify(message({ to }))));
-    await refused(SMALL, async () => postBatch(SMALL, await batchToken(two, {}, SMALL), two), 429, 'rate_limited');
+    // One message of the budget (10) is left: the first of three is taken, the other two wait.
+    const three = Array.from({ length: 3 }, () => message({ to }));
+    const body = batchBody(three.map((m) => JSON.stringify(m)));
+    const part = await postBatch(SMALL, await batchToken(body, {}, SMALL), body);
+    assert.equal(part.status, 200, part.text);
+    assert.deepEqual(part.body.results.map((x: { status: number }) => x.status), [201, 429, 429], part.text);
+    assert.equal(part.body.results[1].error, 'rate_limited', part.text);
+    const stored = await storedIds(SMALL, to);
+    assert.equal(stored.at(-1), three[0]!.id);
+    assert.ok(!stored.includes(three[1]!.id as string) && !stored.includes(three[2]!.id as string));
+    // Nothing is left: a whole batch is refused.
+    const one = batchBody([JSON.stringify(message({ to }))]);
+    await refused(SMALL, async () => postBatch(SMALL, await batchToken(one, {}, SMALL), one), 429, 'rate_limited');
   });
 
   test('tokens that only claim a peer\'s name do not use up its rate limit; the proven peer\'s limit holds and records nothing', async () => {
@@ -298,6 +309,29 @@ describe('federation: batch/1', () => {
       const rows = await net.provider(US).ctx.storage.db.selectFrom('outbox').select('state').where('destination', '=', OTHER).execute();
       return rows.length === N && rows.every((r) => r.state === 'delivered');
     });
+  });
+
+  test('a burst larger than the peer\'s rate limit is delivered as far as the limit allows, in order, and the rest waits', async () => {
+    // gated.test takes 5 messages a minute from chat.test. Refused whole, a batch of more than
+    // that would be refused forever; taken in part, the first five arrive now.
+    const alice = await fedUser(net, US, 'amy');
+    const bob = `bob@${GATED}`;
+    const bodies = await Promise.all(Array.from({ length: 8 }, (_, i) => fetch(`${net.node(US).url}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ to: [alice.address, bob], message: `limited ${i}` }),
+      dispatcher: agentFor(US),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { seq: number; id: string } }))));
+    for (const b of bodies) assert.equal(b.status, 201);
+    const sentOrder = [...bodies].sort((x, y) => x.body.seq - y.body.seq).map((b) => b.body.id);
+    const db = net.provider(US).ctx.storage.db;
+    const waiting = await eventually('the rest waiting with the peer\'s reason', async () => {
+      const rows = await db.selectFrom('outbox').select(['state', 'last_error']).where('destination', '=', GATED).orderBy('id').execute();
+      const queued = rows.filter((r) => r.state === 'queued');
+      return rows.length === 8 && queued.length === 3 && queued.every((r) => /rate_limited/.test(r.last_error ?? '')) ? rows : null;
+    });
+    assert.deepEqual(waiting.map((r) => r.state), ['delivered', 'delivered', 'delivered', 'delivered', 'delivered', 'queued', 'queued', 'queued']);
+    assert.deepEqual(await storedIds(GATED, [alice.address, bob]), sentOrder.slice(0, 5));
   });
 
   test('a peer that advertises batch/1 but refuses the batch route gets each message alone', async () => {

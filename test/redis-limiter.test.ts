@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { MemoryRateLimiter } from '../src/auth/limiter.js';
 import { RedisRateLimiter } from '../src/cluster/redis-limiter.js';
 import { assertRedis, postgresAdminUrl, randomName, redisTestUrl } from './helpers/cluster.js';
+import { expectedHits } from './helpers/limits.js';
 
 if (postgresAdminUrl()) describe('RedisRateLimiter on a real Redis', () => {
   let redis: Redis;
@@ -37,6 +38,17 @@ if (postgresAdminUrl()) describe('RedisRateLimiter on a real Redis', () => {
         const allowed = results.map((r) => r.allowed);
         assert.deepEqual(allowed, Array.from({ length: n }, (_, i) => i < limit));
         for (const r of results) if (!r.allowed) assert.ok(r.retryAfterMs > 0 && r.retryAfterMs <= 60_000);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  test('property: concurrent hits of any costs are each granted what still fits, in call order', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 50 }), fc.array(fc.integer({ min: 1, max: 20 }), { minLength: 1, maxLength: 30 }), async (limit, costs) => {
+        const l = limiter(limit);
+        const results = await Promise.all(costs.map((c) => l.hit('k', c)));
+        assert.deepEqual(results.map((r) => ({ allowed: r.allowed, granted: r.granted })), expectedHits(limit, costs));
       }),
       { numRuns: 40 },
     );

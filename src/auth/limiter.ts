@@ -3,13 +3,25 @@
 
 export interface RateLimiter {
   /**
-   * Records `cost` events (default 1) for `key`; returns how long to wait if the limit is now
-   * exceeded.
+   * Records `cost` events (default 1) for `key`. `allowed`: all of them fit within the limit;
+   * `granted`: how many of them did (the first ones: 0 to cost), so that a caller may take part
+   * of a batch; `retryAfterMs`: how long to wait when not all fit. Refused events count too.
    */
-  hit(key: string, cost?: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  hit(key: string, cost?: number): Promise<RateHit>;
   /** Would the next event for `key` be refused? Records nothing. */
   check(key: string): Promise<{ allowed: boolean; retryAfterMs: number }>;
   reset(key: string): Promise<void>;
+}
+
+export interface RateHit {
+  allowed: boolean;
+  granted: number;
+  retryAfterMs: number;
+}
+
+/** Of `cost` events that brought a window's count to `reached`, how many fit within `limit`. */
+export function grantedOf(limit: number, reached: number, cost: number): number {
+  return Math.max(0, Math.min(cost, limit - (reached - cost)));
 }
 
 /** Fixed-window counter: at most `limit` events per `windowMs` per key. Bounded memory. */
@@ -43,10 +55,11 @@ export class MemoryRateLimiter implements RateLimiter {
     }
   }
 
-  async hit(key: string, cost = 1) {
+  async hit(key: string, cost = 1): Promise<RateHit> {
     const { w, t } = this.current(key);
     w.count += cost;
-    return w.count > this.limit ? { allowed: false, retryAfterMs: w.start + this.windowMs - t } : { allowed: true, retryAfterMs: 0 };
+    const granted = grantedOf(this.limit, w.count, cost);
+    return w.count > this.limit ? { allowed: false, granted, retryAfterMs: w.start + this.windowMs - t } : { allowed: true, granted, retryAfterMs: 0 };
   }
 
   async check(key: string) {

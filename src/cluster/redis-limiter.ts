@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
-import type { RateLimiter } from '../auth/limiter.js';
+import { grantedOf, type RateHit, type RateLimiter } from '../auth/limiter.js';
 
 // KEYS[1]: the window's counter; ARGV[1]: window length (ms); ARGV[2]: events to add.
 // Returns {count, ms left}.
@@ -32,7 +32,7 @@ type Reply = [number, number];
 
 interface Waiter {
   cost: number;
-  resolve: (r: { allowed: boolean; retryAfterMs: number }) => void;
+  resolve: (r: RateHit) => void;
 }
 
 interface LimiterCommands {
@@ -85,7 +85,7 @@ export class RedisRateLimiter implements RateLimiter {
     return this.o.redis.status === 'ready';
   }
 
-  async hit(key: string, cost = 1): Promise<{ allowed: boolean; retryAfterMs: number }> {
+  async hit(key: string, cost = 1): Promise<RateHit> {
     if (!this.ready) {
       this.degraded(new Error(`redis is ${this.o.redis.status}`));
       return this.o.fallback.hit(key, cost);
@@ -113,7 +113,8 @@ export class RedisRateLimiter implements RateLimiter {
       let reached = Number(count) - total;
       for (const w of group) {
         reached += w.cost;
-        w.resolve(reached > this.o.limit ? { allowed: false, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, retryAfterMs: 0 });
+        const granted = grantedOf(this.o.limit, reached, w.cost);
+        w.resolve(reached > this.o.limit ? { allowed: false, granted, retryAfterMs: Math.max(1, Number(ttl)) } : { allowed: true, granted, retryAfterMs: 0 });
       }
     } catch (err) {
       this.degraded(err);

@@ -10,7 +10,7 @@ import { deriveMessageId, validateMessage, type IntertalkMessage, type MessageRe
 type ValidMessage = Extract<MessageResult, { ok: true }>['value'];
 import { domainOf } from '../protocol/address.js';
 import { decodeJwt } from 'jose';
-import { peerLimit, type FederationVerifier, type IssuerGate } from './verify.js';
+import { overLimit, peerLimit, type FederationVerifier, type IssuerGate } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
 import { checkInlineBinary, inlineLength } from '../attachments/inline.js';
@@ -55,7 +55,7 @@ export class Inbound {
     // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
     // applies once the signature proves the issuer (peerGate).
     const limited = await this.limit(input.remoteIp, claimedIssuer(input.token), 1);
-    if (limited) return limited;
+    if (typeof limited !== 'number') return limited;
 
     const now = this.o.clock.now();
     const v = validateMessage(input.body, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
@@ -102,13 +102,23 @@ export class Inbound {
     if (items.length === 0 || items.length > MAX_BATCH_MESSAGES) {
       return err(400, 'invalid_batch', `a batch holds 1 to ${MAX_BATCH_MESSAGES} messages (got ${items.length})`);
     }
-    const limited = await this.limit(input.remoteIp, claimedIssuer((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')), items.length);
-    if (limited) return limited;
-
-    const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody, this.peerGate(items.length));
+    // Rate limits count messages. A batch only partly within them is taken in part: the first
+    // messages that fit are judged, the rest answered 429 each (they wait at the sender, in
+    // order). Refusing it whole would leave a batch larger than the limit refused forever.
+    const byAddress = await this.limit(input.remoteIp, claimedIssuer((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')), items.length);
+    if (typeof byAddress !== 'number') return byAddress;
+    let byPeer = items.length;
+    const gate: IssuerGate = async (iss) => {
+      const r = await this.o.perPeer.hit(`fed-peer:${iss}`, items.length);
+      if (r.granted === 0) return overLimit(iss, r.retryAfterMs);
+      byPeer = r.granted;
+      return null;
+    };
+    const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody, gate);
     if (!auth.ok) {
       return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
     }
+    const taken = Math.min(byAddress, byPeer);
 
     const now = this.o.clock.now();
     const batchFits = input.rawBody.length <= this.o.maxBody; // then so does each message
@@ -132,7 +142,9 @@ export class Inbound {
     });
     const wanted = checked.flatMap((c) => ('status' in c ? [] : this.localRecipients(c)));
     const known = new Set(wanted.length ? await this.o.accounts.existingAddresses([...new Set(wanted)]) : []);
-    const admitted = checked.map((c) => ('status' in c ? c : this.admit(c, known, now)));
+    const admitted = checked.map((c, i) =>
+      i >= taken ? err(429, 'rate_limited', `over the rate limit for ${auth.iss}; retry later`) : 'status' in c ? c : this.admit(c, known, now),
+    );
 
     // Stored in the order given. Messaging.accept queues its write before its first await,
     // except when it first looks up a quoted message; such a message waits for the ones before
@@ -169,13 +181,13 @@ export class Inbound {
   /**
    * Before the token is verified: the per-address rate limit (it bounds the work an anonymous
    * client can cause: parsing, key fetches, signature checks) and the blocklist for the claimed
-   * issuer. Counts `cost` messages; a refusal or null.
+   * issuer. Counts `cost` messages; a refusal, or how many of them fit (at least 1).
    */
-  private async limit(remoteIp: string, claimedIss: string | null, cost: number): Promise<InboundResult | null> {
+  private async limit(remoteIp: string, claimedIss: string | null, cost: number): Promise<InboundResult | number> {
     const ip = await this.o.perIp.hit(`fed-ip:${remoteIp}`, cost);
-    if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
+    if (ip.granted === 0) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
     if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
-    return null;
+    return ip.granted;
   }
 
   /** The per-peer rate limit, on the issuer the signature proved (see IssuerGate). */

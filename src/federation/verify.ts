@@ -315,6 +315,10 @@ function sameKey(a: JWK, b: JWK): boolean {
 /** An IssuerGate body: one hit of `cost` on `limiter` under `key`; a 429 once the peer is over. */
 export async function peerLimit(limiter: RateLimiter, key: string, iss: string, cost = 1): Promise<Failure | null> {
   const r = await limiter.hit(key, cost);
-  if (r.allowed) return null;
-  return { ok: false, status: 429, error: 'rate_limited', message: `too many requests from ${iss}`, retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)) };
+  return r.allowed ? null : overLimit(iss, r.retryAfterMs);
+}
+
+/** The refusal of a request over the per-peer rate limit. */
+export function overLimit(iss: string, retryAfterMs: number): Failure {
+  return { ok: false, status: 429, error: 'rate_limited', message: `too many requests from ${iss}`, retryAfterSeconds: Math.max(1, Math.ceil(retryAfterMs / 1000)) };
 }
