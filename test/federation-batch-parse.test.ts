@@ -1,8 +1,9 @@
-// batch/1 answers (parseBatchResults) and bodies (batchBody): pure, property-tested.
+// batch/1 answers (parseBatchResults), bodies (batchBody) and the rows of a round (roundRows): pure, property-tested.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { batchBody, bodySha256, parseBatchResults } from '../src/federation/batch.js';
+import { batchBody, bodySha256, MAX_BATCH_BYTES, parseBatchResults } from '../src/federation/batch.js';
+import { roundRows } from '../src/federation/outbox.js';
 
 const result = fc.record(
   { id: fc.option(fc.string(), { nil: null }), status: fc.integer({ min: 100, max: 599 }), error: fc.string({ maxLength: 50 }), message: fc.string({ maxLength: 100 }) },
@@ -42,5 +43,20 @@ test('property: batchBody is the JSON {"messages": [...]} of the messages, and i
       assert.equal(bodySha256(body), bodySha256(Buffer.from(body, 'utf8')));
       assert.match(bodySha256(body), /^[A-Za-z0-9_-]{43}$/);
     }),
+  );
+});
+
+test('property: a round takes a non-empty prefix of the queue within MAX_BATCH_BYTES of body, or the head alone', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 2 * MAX_BATCH_BYTES }), { minLength: 1, maxLength: 100 }), (sizes) => {
+      const head = sizes.map((size, i) => ({ i, size }));
+      const taken = roundRows(head);
+      assert.ok(taken.length >= 1);
+      assert.deepEqual(taken, head.slice(0, taken.length));
+      const total = taken.reduce((n, r) => n + r.size, 0);
+      if (taken.length > 1) assert.ok(total <= MAX_BATCH_BYTES, `${total}`);
+      if (taken.length < head.length) assert.ok(total + head[taken.length]!.size > MAX_BATCH_BYTES);
+    }),
+    { numRuns: 500 },
   );
 });

@@ -334,6 +334,36 @@ describe('federation: batch/1', () => {
     assert.deepEqual(await storedIds(GATED, [alice.address, bob]), sentOrder.slice(0, 5));
   });
 
+  test('queued messages with large inline files go out whole and in order between small ones', async () => {
+    const ivy = await fedUser(net, US, 'ivy');
+    const to = [ivy.address, `bob@${OTHER}`];
+    const files = [randomBytes(40_000), randomBytes(700_000)];
+    const msgs = [
+      { to, message: 'file 1', messageFormatted: files[0]!.toString('base64'), format: 'image/png' },
+      { to, message: 'between' },
+      { to, message: 'file 2', messageFormatted: files[1]!.toString('base64'), format: 'application/octet-stream' },
+      { to, message: 'after' },
+    ];
+    const sent = await Promise.all(msgs.map((json) => fetch(`${net.node(US).url}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ivy.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(json),
+      dispatcher: agentFor(US),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { seq: number; id: string } }))));
+    for (const b of sent) assert.equal(b.status, 201);
+    const order = [...sent].sort((x, y) => x.body.seq - y.body.seq).map((b) => b.body.id);
+    const db = net.provider(OTHER).ctx.storage.db;
+    const conv = conversationId(canonicalParticipants(to));
+    const rows = await eventually('all four on other.test', async () => {
+      const r = await db.selectFrom('messages').select(['id', 'body']).where('conversation_id', '=', conv).orderBy('seq').execute();
+      return r.length === 4 ? r : null;
+    }, 20_000);
+    assert.deepEqual(rows.map((r) => r.id), order);
+    const byText = new Map(rows.map((r) => { const m = JSON.parse(r.body); return [m.message, m]; }));
+    assert.ok(Buffer.from(byText.get('file 1').messageFormatted, 'base64').equals(files[0]!));
+    assert.ok(Buffer.from(byText.get('file 2').messageFormatted, 'base64').equals(files[1]!));
+  });
+
   test('a peer that advertises batch/1 but refuses the batch route gets each message alone', async () => {
     evil.host(LEGACY).wellKnown = { status: 200, json: { server: `https://${LEGACY}:${evil.port}`, extensions: ['batch/1'] } };
     evil.host(LEGACY).messages = { status: 201, json: { status: 'accepted' } };

@@ -4,6 +4,7 @@
 // A crash between a peer's 2xx and our bookkeeping re-sends the message on restart; the peer
 // acknowledges the known (from, id) without storing it twice.
 import type { Logger } from 'pino';
+import { sql } from 'kysely';
 import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
@@ -161,17 +162,22 @@ export class OutboxWorker {
         const now = this.o.clock.now();
         // The head of the queue, up to one batch. Rows queued later by the same instance have
         // larger ids, so id order is the order the messages were accepted in.
-        const rows = await this.o.db
+        // Bodies of ordinary size come with the rows; a larger one (an inline file: up to
+        // ~13 MB) only if the round will send it (loadBodies), so a queue of big messages costs
+        // one body per round, not a hundred.
+        const head = await this.o.db
           .selectFrom('outbox')
           .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
           .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
-          .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'messages.body', 'message_state.deleted_at'])
+          .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'message_state.deleted_at'])
+          .select([sql<string | null>`case when length(messages.body) <= ${BODY_WITH_ROW_CHARS} then messages.body end`.as('body'), sql<number>`length(messages.body)`.as('size')])
           .where('outbox.destination', '=', domain)
           .where('outbox.state', '=', 'queued')
           .orderBy('outbox.id', 'asc')
           .limit(MAX_BATCH_MESSAGES)
           .execute();
-        if (rows.length === 0) return;
+        if (head.length === 0) return;
+        const rows = await this.loadBodies(roundRows(head));
         if (Number(rows[0]!.next_attempt_at) > now) return; // the head of the queue waits: order is kept
 
         // Rows that will not be sent are settled first; the rest keep their order.
@@ -223,6 +229,16 @@ export class OutboxWorker {
       clearInterval(heartbeat);
       await this.release(domain);
     }
+  }
+
+  /** The rows with every body filled in: those left out by the head query, fetched now. */
+  private async loadBodies<R extends { seq: number | string; body: string | null }>(rows: R[]): Promise<Array<R & { body: string }>> {
+    const missing = rows.filter((r) => r.body === null).map((r) => Number(r.seq));
+    const bodies = new Map<number, string>();
+    if (missing.length > 0) {
+      for (const b of await this.o.db.selectFrom('messages').select(['seq', 'body']).where('seq', 'in', missing).execute()) bodies.set(Number(b.seq), b.body);
+    }
+    return rows.map((r) => ({ ...r, body: r.body ?? bodies.get(Number(r.seq)) ?? '' }));
   }
 
   /**
@@ -384,6 +400,22 @@ export class OutboxWorker {
     if (err instanceof PeerNetworkError && err.policy) return { kind: 'fail', reason };
     return { kind: 'retry', reason, retryAfterMs: null };
   }
+}
+
+/** Bodies up to this many characters come with the head query (drain). */
+const BODY_WITH_ROW_CHARS = 16 * 1024;
+
+/**
+ * The rows one round may send: the head of the queue up to MAX_BATCH_BYTES of stored body
+ * (characters, a lower bound of the bytes: attempt() makes the exact cut), at least one row.
+ */
+export function roundRows<R extends { size: number | string }>(head: R[]): R[] {
+  let total = 0;
+  for (let i = 0; i < head.length; i++) {
+    total += Number(head[i]!.size);
+    if (total > MAX_BATCH_BYTES && i > 0) return head.slice(0, i);
+  }
+  return head;
 }
 
 type Outcome = { kind: 'delivered'; insecure: boolean } | { kind: 'fail'; reason: string } | { kind: 'retry'; reason: string; retryAfterMs: number | null };
