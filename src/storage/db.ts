@@ -29,6 +29,11 @@ export function storableText(s: string): string {
   return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
 }
 
+/** How long a statement waits for a lock held by another connection (the CLI, another process). */
+const BUSY_TIMEOUT_MS = 5000;
+/** Attempts of the checkpoint that scrubs the WAL after a delete (about 2 minutes in all). */
+const SCRUB_TRIES = 120;
+
 /** How often the checkpointer thread copies the WAL into the database file. */
 const CHECKPOINT_INTERVAL_MS = 200;
 
@@ -57,7 +62,7 @@ export async function openStorage(url: string): Promise<Storage> {
     conn.pragma('journal_mode = WAL');
     conn.pragma('synchronous = NORMAL');
     conn.pragma('foreign_keys = ON');
-    conn.pragma('busy_timeout = 5000');
+    conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // Deleted message text is overwritten, not just unlinked (see scrubSoon for the WAL).
     conn.pragma('secure_delete = ON');
     // The WAL is checkpointed by a worker thread (checkpointer.ts) every 200 ms, mostly not inside
@@ -108,22 +113,28 @@ export async function openStorage(url: string): Promise<Storage> {
   }
   let timer: NodeJS.Timeout | null = null;
   // After a delete, the WAL still holds the old page images: checkpoint it completely and
-  // truncate it. That needs a moment with no transaction open here and no checkpoint running in
-  // the checkpointer thread; while either is the case SQLite answers busy, so try again.
+  // truncate it. That needs a moment with no transaction open here, no checkpoint running in
+  // the checkpointer thread and no reader elsewhere (a backup, the CLI, Litestream) on an older
+  // snapshot; while any is the case SQLite answers busy, so try again later — without waiting
+  // inside SQLite (busy_timeout 0 for this call), which would stall the event loop for the whole
+  // busy timeout, each time. Gives up after SCRUB_TRIES; the next delete tries again.
   const attempt = (tries: number) => {
     if (!sqliteConn || timer) return;
     const conn = sqliteConn;
     timer = setTimeout(() => {
       timer = null;
       let done = false;
+      conn.pragma('busy_timeout = 0');
       try {
         const [r] = conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
         done = r?.busy === 0;
       } catch {
         // busy (a transaction is open)
+      } finally {
+        conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       }
-      if (!done && tries < 100) attempt(tries + 1);
-    }, tries === 0 ? 200 : 50);
+      if (!done && tries < SCRUB_TRIES) attempt(tries + 1);
+    }, tries === 0 ? 200 : Math.min(1000, 50 * 2 ** Math.min(tries, 5)));
     timer.unref();
   };
   const scrubSoon = () => attempt(0);
