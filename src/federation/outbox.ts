@@ -351,7 +351,8 @@ export class OutboxWorker {
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
         body,
         timeoutMs: this.o.timeoutMs,
-        maxResponseBytes: 64 * 1024 + wires.length * 1024,
+        // Room for a verbose peer: each result may carry an error and a message.
+        maxResponseBytes: 64 * 1024 + wires.length * 4096,
       });
       const insecure = res.insecure || peer.insecure;
       if (res.status !== 200) {
