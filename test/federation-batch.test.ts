@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
+import { sql } from 'kysely';
 import { startNetwork, type Network } from './helpers/network.js';
 import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.js';
 import { counter, eventually, fed, fedUser, history } from './helpers/fed.js';
@@ -185,6 +186,33 @@ describe('federation: batch/1', () => {
     for (const body of ['{"messages":[]}', '{"messages":{}}', '[]', '{}', many]) {
       await refused(US, async () => postBatch(US, await batchToken(body), body), 400, 'invalid_batch');
     }
+  });
+
+  test('a message that fails to store holds back the ones after it: the retry keeps the order', async () => {
+    const storage = net.provider(US).ctx.storage;
+    // A fault injected for one message id: its INSERT fails, as on a database error.
+    const poison = `m-poison-${randomUUID()}`;
+    if (storage.dialect === 'sqlite') {
+      await sql.raw(`create trigger poison before insert on messages when new.id = '${poison}' begin select raise(abort, 'injected fault'); end`).execute(storage.db);
+    } else {
+      await sql.raw(`create function poison() returns trigger language plpgsql as $$ begin if new.id = '${poison}' then raise exception 'injected fault'; end if; return new; end $$`).execute(storage.db);
+      await sql.raw('create trigger poison before insert on messages for each row execute function poison()').execute(storage.db);
+    }
+    const ms = [message({ message: 'p1' }), message({ id: poison, message: 'p2' }), message({ message: 'p3' }), message({ message: 'p4' })];
+    const body = batchBody(ms.map((m) => JSON.stringify(m)));
+    try {
+      const r = await postBatch(US, await batchToken(body), body);
+      assert.equal(r.status, 200, r.text);
+      const statuses = r.body.results.map((x: { status: number }) => x.status);
+      assert.equal(statuses[0], 201, r.text);
+      assert.ok(statuses.slice(1).every((st: number) => st >= 500), r.text);
+    } finally {
+      await sql.raw('drop trigger poison' + (storage.dialect === 'sqlite' ? '' : ' on messages')).execute(storage.db);
+      if (storage.dialect !== 'sqlite') await sql.raw('drop function poison()').execute(storage.db);
+    }
+    const again = await postBatch(US, await batchToken(body), body);
+    assert.deepEqual(again.body.results.map((x: { status: number }) => x.status), [200, 201, 201, 201], again.text);
+    assert.deepEqual(await storedIds(US, [MALLORY, BOB]).then((ids) => ids.filter((id) => ms.some((m) => m.id === id))), ms.map((m) => m.id));
   });
 
   test('each message of a batch is held to INTERTALK_MAX_BODY as on POST /messages (an inline file not counted)', async () => {

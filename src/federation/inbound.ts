@@ -149,7 +149,11 @@ export class Inbound {
     // Stored in the order given. Messaging.accept queues its write before its first await,
     // except when it first looks up a quoted message; such a message waits for the ones before
     // it to be queued, and the ones after it wait for it.
+    // Once one fails with a server error, the ones after it are not stored either (503): the
+    // sender retries from the failed one, and order is kept. (Those queued in the same group
+    // commit are held back by Messaging's own rule.)
     const results: Array<Promise<InboundResult>> = [];
+    let failed = false;
     for (const a of admitted) {
       if ('status' in a) {
         results.push(Promise.resolve(a));
@@ -157,8 +161,13 @@ export class Inbound {
       }
       const looksUp = a.rich?.reference !== undefined && a.rich.type !== 'delete';
       if (looksUp) await Promise.allSettled(results);
+      if (failed) {
+        results.push(Promise.resolve(err(503, 'not_stored', 'an earlier message of this batch could not be stored; retry from there')));
+        continue;
+      }
       const r = this.store(a, auth.iss, auth.insecureKeys).catch((e: unknown) => {
         this.o.onError?.(e);
+        failed = true;
         return err(500, 'internal', 'this message could not be stored; retry it');
       });
       results.push(r);

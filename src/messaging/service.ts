@@ -263,8 +263,16 @@ export class Messaging {
         });
         batch.forEach((item, i) => item.resolve(seqs[i]!));
       } catch {
-        // One bad write must not sink its neighbours: retry each on its own.
+        // One bad write must not sink its neighbours: retry each on its own. A peer's messages
+        // keep their order, though: after one of them fails, the later ones from that peer fail
+        // too (the peer retries them all, in order, behind the failed one).
+        const failedPeers = new Set<string>();
         for (const item of batch) {
+          const peer = item.w.origin.kind === 'remote' ? item.w.origin.domain : null;
+          if (peer !== null && failedPeers.has(peer)) {
+            item.reject(new Error(`an earlier message from ${peer} in this commit failed`));
+            continue;
+          }
           try {
             item.resolve(
               await this.storeTx(async (trx) => {
@@ -274,6 +282,7 @@ export class Messaging {
               }),
             );
           } catch (err) {
+            if (peer !== null) failedPeers.add(peer);
             item.reject(err);
           }
         }
