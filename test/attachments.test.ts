@@ -382,6 +382,7 @@ describe('seed 000: binary formats carry base64 in messageFormatted', () => {
         assert.equal(a?.status, status, JSON.stringify(a));
         assert.equal(a?.json?.error, error, JSON.stringify(a));
         assert.equal(typeof a?.json?.message, 'string');
+        assert.equal(await p.closedWithin(10_000), true, 'the server closes the connection rather than read the rest');
       } finally {
         p.close();
       }

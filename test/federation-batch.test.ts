@@ -188,6 +188,38 @@ describe('federation: batch/1', () => {
     }
   });
 
+  test('a refused message (a rich/1 rule) does not hold back the ones after it', async () => {
+    const m1 = message({ message: 'to be deleted' });
+    const del = (id: string) => message({ id, message: '🗑 (deleted a message)', rich: { type: 'delete', reference: { id: m1.id, sender: MALLORY } } });
+    const b1 = batchBody([JSON.stringify(m1), JSON.stringify(del(`d1-${randomUUID()}`))]);
+    const r1 = await postBatch(US, await batchToken(b1), b1);
+    assert.deepEqual(r1.body.results.map((x: { status: number }) => x.status), [201, 201], r1.text);
+    // Deleted a second time (from another device, say): refused; the messages after it are stored.
+    const ms = [del(`d2-${randomUUID()}`), message({ message: 'after 1' }), message({ message: 'after 2' })];
+    const b2 = batchBody(ms.map((m) => JSON.stringify(m)));
+    const r2 = await postBatch(US, await batchToken(b2), b2);
+    const statuses = r2.body.results.map((x: { status: number }) => x.status);
+    assert.ok(statuses[0] >= 400 && statuses[0] < 500, r2.text);
+    assert.deepEqual(statuses.slice(1), [201, 201], r2.text);
+  });
+
+  test('large bodies under refused tokens count against the per-address limit, as small ones do', async () => {
+    const body = Buffer.from(JSON.stringify(message({ to: [MALLORY, `bob@${GATED}`], message: 'x'.repeat(70_000) })));
+    const statuses: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t = nowS();
+      const token = await signToken(impostor, { iss: EVIL, sub: MALLORY, aud: GATED, iat: t, exp: t + 60, jti: randomUUID() });
+      const p = await partialPost(net.node(GATED).url, '/messages', { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.77', authorization: `Bearer ${token}` }, body.subarray(0, 100), { length: 2 * 1024 * 1024, ca: net.ca.caCert, servername: GATED });
+      try {
+        statuses.push((await p.answerWithin(10_000))?.status ?? 0);
+      } finally {
+        p.close();
+      }
+    }
+    // gated.test takes 5 requests a minute from one address.
+    assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429, 429]);
+  });
+
   test('a message that fails to store holds back the ones after it: the retry keeps the order', async () => {
     const storage = net.provider(US).ctx.storage;
     // A fault injected for one message id: its INSERT fails, as on a database error.

@@ -78,11 +78,20 @@ export class Inbound {
    * blocklist, and the token's claims and signature as far as they need no message.
    */
   async checkBeforeBody(input: { token: string; remoteIp: string }): Promise<InboundResult | null> {
-    const ip = await this.o.perIp.check(`fed-ip:${input.remoteIp}`);
+    const key = `fed-ip:${input.remoteIp}`;
+    const ip = await this.o.perIp.check(key);
     if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
-    const claimedIss = claimedIssuer(input.token);
+    const refusal = await this.refusalBeforeBody(input.token);
+    // A request refused here never reaches receive(), which counts it: count it now, so that
+    // refused strangers run into the per-address limit as they do with small bodies.
+    if (refusal) await this.o.perIp.hit(key);
+    return refusal;
+  }
+
+  private async refusalBeforeBody(token: string): Promise<InboundResult | null> {
+    const claimedIss = claimedIssuer(token);
     if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
-    const refused = await this.o.verifier.verifyBeforeBody(`Bearer ${input.token}`);
+    const refused = await this.o.verifier.verifyBeforeBody(`Bearer ${token}`);
     if (!refused) return null;
     return err(refused.status, refused.error, refused.message, refused.retryAfterSeconds ? { 'retry-after': String(Math.ceil(refused.retryAfterSeconds)) } : undefined);
   }
@@ -109,7 +118,8 @@ export class Inbound {
     if (typeof byAddress !== 'number') return byAddress;
     let byPeer = items.length;
     const gate: IssuerGate = async (iss) => {
-      const r = await this.o.perPeer.hit(`fed-peer:${iss}`, items.length);
+      // Only what the per-address limit let through is charged to the peer.
+      const r = await this.o.perPeer.hit(`fed-peer:${iss}`, byAddress);
       if (r.granted === 0) return overLimit(iss, r.retryAfterMs);
       byPeer = r.granted;
       return null;

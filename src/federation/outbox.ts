@@ -170,7 +170,9 @@ export class OutboxWorker {
           .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
           .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
           .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'message_state.deleted_at'])
-          .select([sql<string | null>`case when length(messages.body) <= ${BODY_WITH_ROW_CHARS} then messages.body end`.as('body'), sql<number>`length(messages.body)`.as('size')])
+          // octet_length: PostgreSQL answers it from the stored value's header, without reading
+          // (or decompressing) the value; length() would read every body to count characters.
+          .select([sql<string | null>`case when octet_length(messages.body) <= ${BODY_WITH_ROW_BYTES} then messages.body end`.as('body'), sql<number>`octet_length(messages.body)`.as('size')])
           .where('outbox.destination', '=', domain)
           .where('outbox.state', '=', 'queued')
           .orderBy('outbox.id', 'asc')
@@ -403,12 +405,12 @@ export class OutboxWorker {
   }
 }
 
-/** Bodies up to this many characters come with the head query (drain). */
-const BODY_WITH_ROW_CHARS = 16 * 1024;
+/** Bodies up to this many bytes come with the head query (drain). */
+const BODY_WITH_ROW_BYTES = 16 * 1024;
 
 /**
  * The rows one round may send: the head of the queue up to MAX_BATCH_BYTES of stored body
- * (characters, a lower bound of the bytes: attempt() makes the exact cut), at least one row.
+ * (attempt() makes the exact cut on what goes on the wire), at least one row.
  */
 export function roundRows<R extends { size: number | string }>(head: R[]): R[] {
   let total = 0;

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../context.js';
 import { requireUser } from '../auth/routes.js';
 import { bearerToken, intParam, looksLikeJwt } from '../http/app.js';
@@ -45,7 +45,19 @@ export function messagingRoutes(app: FastifyInstance, ctx: AppContext): void {
     }
   }
 
-  app.post('/messages', { preParsing: async (req, _reply, payload) => (await authenticateLargeBody(req), payload) }, async (req, reply) => {
+  // A refusal here closes the connection: kept alive, Node would read the rest of the body (and
+  // throw it away) before the next request on it.
+  const preParsing = async (req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
+    try {
+      await authenticateLargeBody(req);
+    } catch (err) {
+      reply.header('connection', 'close');
+      throw err;
+    }
+    return payload;
+  };
+
+  app.post('/messages', { preParsing }, async (req, reply) => {
     const token = bearerToken(req);
     // A peer provider's JWT: federation handles it.
     if (looksLikeJwt(token)) {

@@ -282,7 +282,8 @@ export class Messaging {
               }),
             );
           } catch (err) {
-            if (peer !== null) failedPeers.add(peer);
+            // A refusal (a broken rich/1 rule: 4xx, nothing stored) does not hold back what follows.
+            if (peer !== null && !(err instanceof RichRuleError) && !(err instanceof MessageConflictError)) failedPeers.add(peer);
             item.reject(err);
           }
         }

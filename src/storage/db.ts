@@ -124,14 +124,17 @@ export async function openStorage(url: string): Promise<Storage> {
     timer = setTimeout(() => {
       timer = null;
       let done = false;
-      conn.pragma('busy_timeout = 0');
       try {
-        const [r] = conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
-        done = r?.busy === 0;
+        conn.pragma('busy_timeout = 0');
+        try {
+          const [r] = conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
+          done = r?.busy === 0;
+        } finally {
+          conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
       } catch {
-        // busy (a transaction is open)
-      } finally {
-        conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        // busy (a transaction is open), or the connection closed meanwhile
+        if (!conn.open) return;
       }
       if (!done && tries < SCRUB_TRIES) attempt(tries + 1);
     }, tries === 0 ? 200 : Math.min(1000, 50 * 2 ** Math.min(tries, 5)));

@@ -7,6 +7,8 @@ import { connect as tlsConnect } from 'node:tls';
 export interface PartialPost {
   /** The status and JSON body of the answer, if one arrives within `ms`; else null. */
   answerWithin(ms: number): Promise<{ status: number; json: any } | null>;
+  /** Whether the server closes the connection within `ms`. */
+  closedWithin(ms: number): Promise<boolean>;
   /** Sends the rest of the body (chunked requests: the rest, then the last chunk). */
   finish(rest: Buffer): void;
   close(): void;
@@ -33,6 +35,14 @@ export async function partialPost(
     s.once('error', reject);
   });
   let received = Buffer.alloc(0);
+  let closed = false;
+  const onClose: Array<() => void> = [];
+  const closing = () => {
+    closed = true;
+    for (const f of onClose.splice(0)) f();
+  };
+  socket.once('end', closing);
+  socket.once('close', closing);
   let answered: ((r: { status: number; json: any }) => void) | null = null;
   let answer: { status: number; json: any } | null = null;
   socket.on('error', () => undefined);
@@ -68,6 +78,15 @@ export async function partialPost(
           clearTimeout(t);
           resolve(r);
         };
+      }),
+    closedWithin: (ms) =>
+      new Promise((resolve) => {
+        if (closed) return resolve(true);
+        const t = setTimeout(() => resolve(false), ms);
+        onClose.push(() => {
+          clearTimeout(t);
+          resolve(true);
+        });
       }),
     finish: (rest) => socket.write(chunked ? Buffer.concat([chunk(rest), Buffer.from('0\r\n\r\n')]) : rest),
     close: () => socket.destroy(),
