@@ -500,10 +500,10 @@ export class Attachments implements AttachmentsPort {
     });
   }
 
-  /** Waits for the fetch worker to go idle (tests). */
+  /** Waits for the fetch worker and the bookkeeping of messages already announced to go idle (tests). */
   async idle(): Promise<void> {
     while (this.running) await this.running;
-    await Promise.allSettled([...this.inflight.values()]);
+    await Promise.allSettled([...this.inflight.values(), ...this.bookkeeping]);
   }
 
   async runDue(): Promise<void> {
@@ -636,10 +636,15 @@ export class Attachments implements AttachmentsPort {
         await this.received(m, e.recipients);
       }
     };
-    work().catch((err) => {
+    const done = work().catch((err) => {
       if (!this.stopped) this.o.logger.warn({ err }, 'attachment bookkeeping failed');
     });
+    this.bookkeeping.add(done);
+    void done.finally(() => this.bookkeeping.delete(done));
   }
+
+  /** Bookkeeping started by message events (purges after deletes, references), until done. */
+  private readonly bookkeeping = new Set<Promise<void>>();
 
   start(): void {
     this.stopped = false;
@@ -660,7 +665,7 @@ export class Attachments implements AttachmentsPort {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     // In-flight fetches end with the peer connections; do not hold up shutdown for long.
-    const pending = [this.running, ...this.inflight.values()].filter(Boolean);
+    const pending = [this.running, ...this.inflight.values(), ...this.bookkeeping].filter(Boolean);
     await Promise.race([Promise.allSettled(pending), new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 }
