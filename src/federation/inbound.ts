@@ -9,8 +9,7 @@ import { deriveMessageId, validateMessage, type IntertalkMessage, type MessageRe
 
 type ValidMessage = Extract<MessageResult, { ok: true }>['value'];
 import { domainOf } from '../protocol/address.js';
-import { decodeJwt } from 'jose';
-import { overLimit, peerLimit, type FederationVerifier, type IssuerGate } from './verify.js';
+import { claimedIssuer, extractToken, overLimit, peerLimit, type Failure, type FederationVerifier, type IssuerGate } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
 import { checkInlineBinary, inlineLength } from '../attachments/inline.js';
@@ -23,6 +22,9 @@ export interface InboundResult {
 }
 
 const err = (status: number, error: string, message: string, headers?: Record<string, string>): InboundResult => ({ status, body: { error, message }, ...(headers ? { headers } : {}) });
+
+/** The answer to a failed authentication (verify.ts), with Retry-After when it says when. */
+const refusal = (f: Failure): InboundResult => err(f.status, f.error, f.message, f.retryAfterSeconds ? { 'retry-after': String(Math.ceil(f.retryAfterSeconds)) } : undefined);
 
 export class Inbound {
   constructor(
@@ -63,7 +65,7 @@ export class Inbound {
 
     const auth = await this.o.verifier.verify(`Bearer ${input.token}`, input.rawBody, { from: v.value.from, to: v.value.to }, this.peerGate(1));
     if (!auth.ok) {
-      return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
+      return refusal(auth);
     }
     const admitted = this.admit(v.value, new Set(await this.o.accounts.existingAddresses(this.localRecipients(v.value))), now);
     if ('status' in admitted) return admitted;
@@ -74,8 +76,9 @@ export class Inbound {
 
   /**
    * Before a large POST /messages body is read (messaging/routes.ts): steps 1, 2 and 0a of
-   * docs/federation.md — the per-address limit (checked, not counted: receive() counts it), the
-   * blocklist, and the token's claims and signature as far as they need no message.
+   * docs/federation.md — the per-address limit (counted here only for a refusal: receive()
+   * counts the others), the blocklist, and the token's claims and signature as far as they need
+   * no message.
    */
   async checkBeforeBody(input: { token: string; remoteIp: string }): Promise<InboundResult | null> {
     const key = `fed-ip:${input.remoteIp}`;
@@ -93,7 +96,7 @@ export class Inbound {
     if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
     const refused = await this.o.verifier.verifyBeforeBody(`Bearer ${token}`);
     if (!refused) return null;
-    return err(refused.status, refused.error, refused.message, refused.retryAfterSeconds ? { 'retry-after': String(Math.ceil(refused.retryAfterSeconds)) } : undefined);
+    return refusal(refused);
   }
 
   /**
@@ -114,7 +117,7 @@ export class Inbound {
     // Rate limits count messages. A batch only partly within them is taken in part: the first
     // messages that fit are judged, the rest answered 429 each (they wait at the sender, in
     // order). Refusing it whole would leave a batch larger than the limit refused forever.
-    const byAddress = await this.limit(input.remoteIp, claimedIssuer((input.authorization ?? '').replace(/^\s*Bearer\s+/i, '')), items.length);
+    const byAddress = await this.limit(input.remoteIp, claimedIssuer(extractToken(input.authorization) ?? ''), items.length);
     if (typeof byAddress !== 'number') return byAddress;
     let byPeer = items.length;
     const gate: IssuerGate = async (iss) => {
@@ -126,7 +129,7 @@ export class Inbound {
     };
     const auth = await this.o.verifier.verifyBatch(input.authorization, input.rawBody, gate);
     if (!auth.ok) {
-      return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
+      return refusal(auth);
     }
     const taken = Math.min(byAddress, byPeer);
 
@@ -248,15 +251,5 @@ export class Inbound {
     }
     if (!res.replayed) this.o.onAccepted();
     return { status: res.replayed ? 200 : 201, body: { id: message.id, status: res.replayed ? 'duplicate' : 'accepted' } };
-  }
-}
-
-/** The token's `iss`, lower case, unverified (for the blocklist only); null if none. */
-function claimedIssuer(token: string): string | null {
-  try {
-    const iss = decodeJwt(token).iss;
-    return typeof iss === 'string' ? iss.toLowerCase() : null;
-  } catch {
-    return null; // the verifier explains what is wrong
   }
 }

@@ -322,3 +322,13 @@ export async function peerLimit(limiter: RateLimiter, key: string, iss: string, 
 export function overLimit(iss: string, retryAfterMs: number): Failure {
   return { ok: false, status: 429, error: 'rate_limited', message: `too many requests from ${iss}`, retryAfterSeconds: Math.max(1, Math.ceil(retryAfterMs / 1000)) };
 }
+
+/** A token's `iss`, lower case, not verified (it selects the blocklist check only); null if none. */
+export function claimedIssuer(token: string): string | null {
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === 'string' ? iss.toLowerCase() : null;
+  } catch {
+    return null; // the verifier explains what is wrong
+  }
+}

@@ -9,7 +9,6 @@
 // typing is never retried (and dropped while too many are in flight to one peer). A receipt is
 // retried a couple of times in memory on a network failure, 429 or 5xx, and a newer receipt for
 // the same reader and conversation replaces one still waiting.
-import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
 import type { Clock } from '../util/clock.js';
 import type { RateLimiter } from '../auth/limiter.js';
@@ -19,7 +18,7 @@ import { SIGNALS_EXTENSION } from '../protocol/rich.js';
 import type { SigningKeys } from '../federation/keys.js';
 import type { Discovery } from '../federation/discovery.js';
 import { PeerNetworkError, type PeerHttp } from '../federation/net.js';
-import { peerLimit, type FederationVerifier } from '../federation/verify.js';
+import { claimedIssuer, extractToken, peerLimit, type FederationVerifier } from '../federation/verify.js';
 import type { Blocklist } from '../federation/blocklist.js';
 import type { Signals } from './service.js';
 import { validateSignal, type SignalBody } from './wire.js';
@@ -83,14 +82,7 @@ export class SignalsFederation {
 
     // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
     // applies once the signature proves the issuer (IssuerGate in federation/verify.ts).
-    let claimedIss: string | null = null;
-    try {
-      const token = (input.authorization ?? '').replace(/^Bearer\s+/i, '').trim();
-      const iss = decodeJwt(token).iss;
-      claimedIss = typeof iss === 'string' ? iss.toLowerCase() : null;
-    } catch {
-      /* the verifier explains what is wrong */
-    }
+    const claimedIss = claimedIssuer(extractToken(input.authorization) ?? '');
     if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
 
     const v = validateSignal(input.body, { now: this.o.clock.now(), skewMs: this.o.skewMs, maxRecipients: this.o.maxRecipients });
