@@ -13,6 +13,7 @@ import type { Metrics } from './metrics/metrics.js';
 import type { AttachmentRef } from './protocol/rich.js';
 import type { Signals } from './signals/service.js';
 import type { SignalBody } from './signals/wire.js';
+import type { DeliveryTransport } from './federation/transports.js';
 
 /** What the messaging capability needs from federation (implemented in src/federation/). */
 export interface FederationPort {
@@ -30,6 +31,13 @@ export interface FederationPort {
   deliveries(seq: number): Promise<DeliveryState[]>;
   /** Policy check before accepting a message from our user for a remote domain. */
   refusal(domain: string): Promise<string | null>;
+  /**
+   * Registers another way to reach destinations (an e-mail bridge, …): the outbox asks it before
+   * federation, and it carries the destinations it claims (src/federation/transports.ts).
+   */
+  addTransport(t: DeliveryTransport): void;
+  /** A transport learned later that a delivered message did not arrive (a bounce): mark it failed. */
+  failAfterDelivery(destination: string, messageSeq: number, reason: string): Promise<boolean>;
   /** signals/1: best effort, only to peers that advertise it (src/signals/federation.ts). */
   sendSignal?(domain: string, signal: SignalBody): void;
 }

@@ -16,6 +16,7 @@ import { backoffDelay, classifyStatus, parseRetryAfter } from './backoff.js';
 import { RICH_EXTENSION } from '../protocol/rich.js';
 import { BATCH_EXTENSION, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, batchBody, bodySha256, parseBatchResults } from './batch.js';
 import { BODY_HASH_CLAIM } from './claims.js';
+import { Transports, type DeliveryOutcome, type OutboundRow } from './transports.js';
 
 // A drain renews its destination's lease every LEASE_RENEW_MS (and before each attempt), however
 // long an attempt takes; so the lease can be short, and after a crash (kill -9: no release) the
@@ -41,6 +42,8 @@ export interface OutboxOptions {
   insecurePeers?: Set<string>;
   /** Our blocklist: queued deliveries to a domain blocked since are failed, not sent. */
   isBlocked?: (domain: string) => Promise<boolean>;
+  /** Other ways to reach a destination (e-mail, …); a destination none claims gets federation. */
+  transports?: Transports;
 }
 
 export class OutboxWorker {
@@ -112,6 +115,27 @@ export class OutboxWorker {
       await this.o.db.updateTable('outbox').set({ next_attempt_at: this.o.clock.now() }).where('destination', '=', domain).where('state', '=', 'queued').execute();
       this.wake(domain);
     }
+  }
+
+  /**
+   * A transport learned after the fact that a message it took did not arrive (an e-mail bounce):
+   * the delivery becomes `failed` with the reason, and the sender is told. Only a delivered row
+   * changes; true when one did.
+   */
+  async failAfterDelivery(destination: string, messageSeq: number, reason: string): Promise<boolean> {
+    const row = await this.o.db
+      .selectFrom('outbox')
+      .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
+      .select(['outbox.id', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id'])
+      .where('outbox.destination', '=', destination)
+      .where('outbox.message_seq', '=', messageSeq)
+      .where('outbox.state', '=', 'delivered')
+      .executeTakeFirst();
+    if (!row) return false;
+    const res = await this.o.db.updateTable('outbox').set({ state: 'failed', last_error: errorText(reason), delivered_at: null }).where('id', '=', row.id).where('state', '=', 'delivered').executeTakeFirst();
+    if (Number(res.numUpdatedRows) !== 1) return false;
+    this.o.bus.publish({ type: 'delivery', sender: row.sender, messageId: row.messageId, seq: messageSeq, conversationId: row.conversation_id, destination, state: 'failed', error: reason, insecure: this.o.insecurePeers?.has(destination) ?? false });
+    return true;
   }
 
   private async ensurePeer(domain: string): Promise<void> {
@@ -299,6 +323,15 @@ export class OutboxWorker {
    * order (a prefix of `rows`); at most the last one is a retry.
    */
   private async attempt(domain: string, rows: QueuedRow[]): Promise<{ outcomes: Outcome[] }> {
+    if (this.o.transports && this.o.transports.size > 0) {
+      let transport;
+      try {
+        transport = await this.o.transports.pick(domain);
+      } catch (err) {
+        return { outcomes: [{ kind: 'retry', reason: `${domain}: cannot tell how to reach it: ${err instanceof Error ? err.message : String(err)}`, retryAfterMs: null }] };
+      }
+      if (transport) return { outcomes: await Transports.run(transport, domain, rows) };
+    }
     let peer: Awaited<ReturnType<Discovery['resolve']>>;
     try {
       peer = await this.o.discovery.resolve(domain);
@@ -421,13 +454,8 @@ export function roundRows<R extends { size: number | string }>(head: R[]): R[] {
   return head;
 }
 
-type Outcome = { kind: 'delivered'; insecure: boolean } | { kind: 'fail'; reason: string } | { kind: 'retry'; reason: string; retryAfterMs: number | null };
-
-interface QueuedRow {
-  id: number;
-  body: string;
-  ev: { sender: string; messageId: string; seq: number; conversationId: string; destination: string };
-}
+type Outcome = DeliveryOutcome;
+type QueuedRow = OutboundRow;
 
 interface Settled {
   row: QueuedRow;

@@ -16,6 +16,7 @@ import { Blocklist } from './blocklist.js';
 import { RICH_EXTENSION, SIGNALS_EXTENSION } from '../protocol/rich.js';
 import { SignalsFederation } from '../signals/federation.js';
 import type { SignalBody } from '../signals/wire.js';
+import { Transports, type DeliveryTransport } from './transports.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
 export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION, BATCH_EXTENSION];
@@ -35,6 +36,8 @@ export class Federation implements FederationPort {
   readonly blocklist: Blocklist;
   /** signals/1: POST /signals from peers, and best-effort signals to peers that advertise it. */
   readonly signals: SignalsFederation;
+  /** Other ways to reach a destination than intertalk (src/federation/transports.ts). */
+  readonly transports = new Transports();
   private readonly inbound: Inbound;
 
   constructor(
@@ -92,6 +95,7 @@ export class Federation implements FederationPort {
       onAttempt: (outcome) => ctx.metrics.federationOutbound.inc({ outcome }),
       isBlocked: (domain) => this.blocklist.isBlocked(domain),
       insecurePeers: f.insecurePeers,
+      transports: this.transports,
     });
     this.inbound = new Inbound({
       db: storage.db,
@@ -232,6 +236,14 @@ export class Federation implements FederationPort {
       deliveredAt: r.delivered_at ? new Date(Number(r.delivered_at)).toISOString() : null,
       insecure: insecure.has(r.destination),
     }));
+  }
+
+  addTransport(t: DeliveryTransport): void {
+    this.transports.add(t);
+  }
+
+  failAfterDelivery(destination: string, messageSeq: number, reason: string): Promise<boolean> {
+    return this.outbox.failAfterDelivery(destination, messageSeq, reason);
   }
 
   sendSignal(domain: string, signal: SignalBody): void {
