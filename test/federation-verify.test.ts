@@ -336,9 +336,9 @@ test('expired jti rows are cleaned up', async () => {
   assert.deepEqual(stale, []);
 });
 
-test('an unknown kid → 401 unknown_key; within the cooldown → 503; after it the peer is asked again', async () => {
+test('an unknown kid → 401 unknown_key, also within the cooldown; a kid first seen during the cooldown → 503, then 401 once asked', async () => {
   const { verifier } = makeVerifier();
-  // A key for peer.example that the peer does not publish.
+  // Keys for peer.example that the peer does not publish.
   const rogueDb = await storage('rogue');
   const rogue = newPeer(new SigningKeys(rogueDb.db, { domain: PEER, clock: peer.clock, graceMs: 1000 }), peer.clock);
   const token = await signAs(rogue);
@@ -346,14 +346,21 @@ test('an unknown kid → 401 unknown_key; within the cooldown → 503; after it 
   assert.equal(peer.requests.length, 2, '/keys/{kid} then /keys');
   assert.equal(peer.requests[1], '/keys');
 
-  const again = await verifier.verify(`Bearer ${await signAs(rogue)}`, body(msg()), msg());
+  // The same kid again: the peer answered after we first heard of it, so it is refused at once.
+  assertRefused(await verifier.verify(`Bearer ${await signAs(rogue)}`, body(msg()), msg()), 401, 'unknown_key');
+  assert.equal(peer.requests.length, 2, 'no fetch during the cooldown');
+
+  // Another kid, first heard of during the cooldown: we could not ask yet.
+  const rogue2Db = await storage('rogue2');
+  const rogue2 = newPeer(new SigningKeys(rogue2Db.db, { domain: PEER, clock: peer.clock, graceMs: 1000 }), peer.clock);
+  const again = await verifier.verify(`Bearer ${await signAs(rogue2)}`, body(msg()), msg());
   assertRefused(again, 503, 'keys_unavailable');
   if (!again.ok) assert.ok(again.retryAfterSeconds! >= 1 && again.retryAfterSeconds! <= 30, String(again.retryAfterSeconds));
   assert.equal(peer.requests.length, 2, 'no fetch during the cooldown');
 
   ourClock.t += 30_000;
   peer.clock.t = ourClock.t;
-  assertRefused(await verifier.verify(`Bearer ${await signAs(rogue)}`, body(msg()), msg()), 401, 'unknown_key');
+  assertRefused(await verifier.verify(`Bearer ${await signAs(rogue2)}`, body(msg()), msg()), 401, 'unknown_key');
   assert.equal(peer.requests.length, 4);
   // The genuine key of the same issuer is still fine meanwhile (it is a different kid, cached or fetched).
 });

@@ -1,12 +1,20 @@
 // Public keys of other providers, fetched from `{iss}/keys/{kid}` (seed standard) with a
 // fallback to the `{iss}/keys` JWK set (later revision), and cached in memory.
 //
-// Refetch policy (per issuer): a lookup that fails to find a kid, a peer that cannot be reached,
-// and every forced refresh start a cooldown. During a cooldown we do not ask that peer again;
-// a kid we do not hold is then answered 'unavailable' (the receiver answers 503 with
-// Retry-After) rather than 'unknown', because a peer that has just rotated its key must not
-// lose messages, and a stream of tokens with made-up kids must not make us hammer the peer.
-// Successful lookups do not start a cooldown.
+// Refetch policy (per issuer), built so that strangers cannot starve a peer's key rotation
+// (docs/federation.md, "Fetching the issuer's key"):
+// * A key we hold and that is fresh is used without asking.
+// * Otherwise we ask the peer, unless we are in the cooldown (`cooldownMs`) that follows a lookup
+//   that found nothing, a forced refresh (a failed signature on a cached key) or a failure to
+//   reach the peer. So a flood of forged tokens naming the peer costs it at most one lookup per
+//   cooldown. Successful lookups do not start a cooldown.
+// * A forced refresh asks for the whole /keys set first, and every lookup that reaches the set
+//   remembers all of it: whichever request gets the lookup after a cooldown brings every key the
+//   peer publishes by then, a new one included.
+// * During a cooldown a kid we do not hold is refused ('unknown', 401) if the peer has answered
+//   with its whole set since we first heard of the kid, and deferred ('unavailable', 503 until the
+//   cooldown ends) if not: we could not ask yet. A genuinely new kid waits one cooldown at most.
+// * A held key that went stale is used during a cooldown rather than refused.
 import type { JWK } from 'jose';
 import type { Clock } from '../util/clock.js';
 import { PRIVATE_MEMBERS, publicPart } from './keys.js';
@@ -50,6 +58,15 @@ interface CachedKey {
 interface IssuerState {
   keys: Map<string, CachedKey>;
   cooldownUntil: number;
+  /** Lookups started so far; they are numbered 1, 2, … in the order they start. */
+  lookups: number;
+  /** The number of the last lookup the peer answered with its /keys set; 0 if none. */
+  answered: number;
+  /**
+   * Kids asked for that we did not hold, each with the number of lookups started when we first
+   * heard of it: lookup n was made after that iff n > the number (bounded, oldest first).
+   */
+  firstSeen: Map<string, number>;
   inflight: Promise<unknown> | null;
 }
 
@@ -57,6 +74,8 @@ interface IssuerState {
 const ACCEPTED_KTY = new Set(['EC', 'OKP', 'RSA']);
 const ACCEPTED_CRV: Record<string, readonly string[]> = { EC: ['P-256', 'P-384'], OKP: ['Ed25519'] };
 const MAX_KEYS_PER_ISSUER = 32;
+/** Unknown kids remembered per issuer; a flood of made-up kids only pushes old ones out. */
+const MAX_FIRST_SEEN = 256;
 const MAX_ISSUERS = 10_000;
 /** A peer's own Retry-After is honoured up to this many seconds. */
 const MAX_PEER_RETRY_AFTER_S = 300;
@@ -112,17 +131,21 @@ export class PeerKeyCache {
     const cached = state.keys.get(kid);
     const fresh = cached !== undefined && now - cached.fetchedAt < this.maxAgeMs && now >= cached.fetchedAt;
     if (fresh && !opts.forceRefresh) return { status: 'found', jwk: cached.jwk, insecure: cached.insecure, cached: true };
+    if (!cached) this.noteFirstSeen(state, kid);
 
     if (now < state.cooldownUntil) {
-      // No refetch allowed yet. A forced refresh keeps the key we have (the signature is then
-      // judged with it); a kid we do not hold may exist by now: ask the sender to retry.
-      if (fresh) return { status: 'found', jwk: cached.jwk, insecure: cached.insecure, cached: true };
+      // No lookup allowed yet. A key we hold (a forced refresh, or one gone stale) is used as it
+      // is; a kid we do not hold is refused once the peer has answered a lookup made after we
+      // first heard of it, and otherwise deferred until we may ask.
+      if (cached) return { status: 'found', jwk: cached.jwk, insecure: cached.insecure, cached: true };
+      if ((state.firstSeen.get(kid) ?? state.lookups) < state.answered) return { status: 'unknown' };
       return { status: 'unavailable', retryAfterSeconds: this.retryAfter(state, now) };
     }
 
-    const lookup = this.fetchKey(issuer, kid);
+    const number = ++state.lookups;
+    const lookup = this.fetchKey(issuer, kid, opts.forceRefresh === true);
     state.inflight = lookup;
-    let outcome: FetchOutcome;
+    let outcome: FetchOutcome & { listed: boolean };
     try {
       outcome = await lookup;
     } finally {
@@ -130,9 +153,12 @@ export class PeerKeyCache {
     }
 
     const after = this.clock.now();
+    // Only the whole set tells about kids other than the one asked for.
+    if (outcome.listed) state.answered = number;
     if (opts.forceRefresh || outcome.status !== 'found') state.cooldownUntil = after + this.cooldownMs;
     switch (outcome.status) {
       case 'found':
+        state.firstSeen.delete(kid);
         return { status: 'found', jwk: outcome.jwk, insecure: outcome.insecure, cached: false };
       case 'unknown':
         state.keys.delete(kid);
@@ -143,6 +169,16 @@ export class PeerKeyCache {
         }
         return { status: 'unavailable', retryAfterSeconds: this.retryAfter(state, after) };
     }
+  }
+
+  /** Remembers when a kid we do not hold was first asked for (kept if already known). */
+  private noteFirstSeen(state: IssuerState, kid: string): void {
+    if (state.firstSeen.has(kid)) return;
+    if (state.firstSeen.size >= MAX_FIRST_SEEN) {
+      const oldest = state.firstSeen.keys().next();
+      if (!oldest.done) state.firstSeen.delete(oldest.value);
+    }
+    state.firstSeen.set(kid, state.lookups);
   }
 
   /** Forgets everything about `iss` (or every issuer), including cooldowns. */
@@ -167,7 +203,7 @@ export class PeerKeyCache {
           }
         }
       }
-      s = { keys: new Map(), cooldownUntil: 0, inflight: null };
+      s = { keys: new Map(), cooldownUntil: 0, lookups: 0, answered: 0, firstSeen: new Map(), inflight: null };
       this.issuers.set(issuer, s);
     }
     return s;
@@ -183,9 +219,17 @@ export class PeerKeyCache {
     keys.set(kid, { jwk, insecure, fetchedAt: this.clock.now() });
   }
 
-  /** Asks the peer: /keys/{kid} first, then the /keys set. */
-  private async fetchKey(issuer: string, kid: string): Promise<FetchOutcome> {
-    // 1. GET /keys/{kid}. Not for "." and "..": URL parsing removes them as dot segments (even
+  /**
+   * Asks the peer: /keys/{kid} first, then the /keys set — or, for a forced refresh, the set
+   * first (it renews every kid of the peer at once, and so also brings a key published since).
+   * `listed` is true when the set answered: it then tells for every kid whether the peer has it.
+   */
+  private async fetchKey(issuer: string, kid: string, setFirst: boolean): Promise<FetchOutcome & { listed: boolean }> {
+    if (setFirst) {
+      const set = await this.fetchSet(issuer, kid);
+      if (set.status !== 'missing') return set;
+    }
+    // GET /keys/{kid}. Not for "." and "..": URL parsing removes them as dot segments (even
     // percent-encoded), so "/keys/.." would fetch the peer's "/". Such kids only come from /keys.
     const single: Awaited<ReturnType<PeerKeyCache['tryFetch']>> =
       kid === '.' || kid === '..' ? { kind: 'missing' } : await this.tryFetch(issuer, `/keys/${encodeURIComponent(kid)}`);
@@ -195,23 +239,29 @@ export class PeerKeyCache {
       if (jwk && (jwk.kid === undefined || jwk.kid === kid)) {
         const withKid = { ...jwk, kid } as JWK;
         this.remember(issuer, kid, withKid, single.insecure);
-        return { status: 'found', jwk: withKid, insecure: single.insecure };
+        return { status: 'found', jwk: withKid, insecure: single.insecure, listed: false };
       }
     }
+    if (setFirst) return single.kind === 'unavailable' ? { status: 'unavailable', retryAfterSeconds: single.retryAfterSeconds, listed: false } : { status: 'unknown', listed: false };
 
-    // 2. GET /keys. Also tried when /keys/{kid} failed outright: a peer implementing only the
+    // The /keys set. Also tried when /keys/{kid} failed outright: a peer implementing only the
     // later revision may answer that route with an error other than 404.
-    const set = await this.tryFetch(issuer, '/keys');
-    if (set.kind === 'unavailable') {
-      const hint = set.retryAfterSeconds ?? (single.kind === 'unavailable' ? single.retryAfterSeconds : undefined);
-      return { status: 'unavailable', retryAfterSeconds: hint };
-    }
-    if (set.kind === 'missing') {
+    const set = await this.fetchSet(issuer, kid);
+    if (set.status === 'unavailable') return { ...set, retryAfterSeconds: set.retryAfterSeconds ?? (single.kind === 'unavailable' ? single.retryAfterSeconds : undefined) };
+    if (set.status === 'missing') {
       // /keys/{kid} could not be reached but /keys says 404: we cannot tell, so retry later.
-      return single.kind === 'unavailable' ? { status: 'unavailable', retryAfterSeconds: single.retryAfterSeconds } : { status: 'unknown' };
+      return single.kind === 'unavailable' ? { status: 'unavailable', retryAfterSeconds: single.retryAfterSeconds, listed: false } : { status: 'unknown', listed: false };
     }
+    return set;
+  }
+
+  /** GET /keys: every usable key of the set is remembered; the one for `kid`, if any, returned. */
+  private async fetchSet(issuer: string, kid: string): Promise<(FetchOutcome & { listed: boolean }) | { status: 'missing'; listed: false }> {
+    const set = await this.tryFetch(issuer, '/keys');
+    if (set.kind === 'unavailable') return { status: 'unavailable', retryAfterSeconds: set.retryAfterSeconds, listed: false };
+    if (set.kind === 'missing') return { status: 'missing', listed: false };
     const list = (set.json as { keys?: unknown } | null)?.keys;
-    if (!Array.isArray(list)) return { status: 'unknown' };
+    if (!Array.isArray(list)) return { status: 'unknown', listed: false };
     const sanitised = list.slice(0, MAX_KEYS_PER_ISSUER).map(sanitisePeerJwk);
     const count = new Map<string, number>();
     for (const jwk of sanitised) if (typeof jwk?.kid === 'string') count.set(jwk.kid, (count.get(jwk.kid) ?? 0) + 1);
@@ -226,7 +276,7 @@ export class PeerKeyCache {
       this.remember(issuer, jwk.kid, jwk, set.insecure);
       if (jwk.kid === kid) found = jwk;
     }
-    return found ? { status: 'found', jwk: found, insecure: set.insecure } : { status: 'unknown' };
+    return found ? { status: 'found', jwk: found, insecure: set.insecure, listed: true } : { status: 'unknown', listed: true };
   }
 
   private async tryFetch(
