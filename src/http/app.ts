@@ -17,6 +17,13 @@ function decodeUtf8(body: Buffer): string {
   }
 }
 
+/** Every route an app registered (method, URL pattern): for the route fuzzer and docs checks. */
+const registered = new WeakMap<FastifyInstance, Array<{ method: string; url: string }>>();
+
+export function routesOf(app: FastifyInstance): ReadonlyArray<{ method: string; url: string }> {
+  return registered.get(app) ?? [];
+}
+
 export function buildApp(config: Config, logger: Logger): FastifyInstance {
   const https = config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null;
   const app = Fastify({
@@ -36,6 +43,12 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
       reply.code(400).send({ error: 'invalid_request', message: err.message });
     },
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+
+  const routes: Array<{ method: string; url: string }> = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method, url: r.url });
+  });
 
   app.removeAllContentTypeParsers();
   const parseJson = (req: FastifyRequest, body: Buffer, done: (err: Error | null, body?: unknown) => void) => {
