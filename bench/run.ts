@@ -32,7 +32,7 @@ const WS_TOTAL = Number(process.env.BENCH_CONNECTIONS_TOTAL ?? 20000);
 const PG_ADMIN = process.env.BENCH_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS = process.env.BENCH_REDIS ?? 'redis://127.0.0.1:6379';
 const RATES = (process.env.BENCH_RATES ?? '1000,5000').split(',').map(Number).filter((n) => n > 0);
-const NO_LIMITS = { INTERTALK_SEND_RATE: '100000000', INTERTALK_REGISTRATION_RATE: '100000000', INTERTALK_FEDERATION_RATE: '100000000' };
+const NO_LIMITS = { INTERTALK_WS_PENDING_PER_CLIENT: '1000000', INTERTALK_SEND_RATE: '100000000', INTERTALK_REGISTRATION_RATE: '100000000', INTERTALK_FEDERATION_RATE: '100000000' };
 /** BENCH_ONLY=local,federated,connections,cluster runs only those phases (the baseline always runs). */
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
 const phase = (name: 'local' | 'federated' | 'connections' | 'cluster') => ONLY === null || ONLY.has(name);

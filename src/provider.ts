@@ -92,9 +92,11 @@ export class Provider {
     const auth = new Auth(storage.db, accounts, clock, {
       accessTtlMs: config.accessTokenTtlMs,
       refreshTtlMs: config.refreshTokenTtlMs,
-      // Failed logins: 10 per account and 50 per client address per 15 minutes.
-      perAccount: limiter('login', 10, 15 * 60_000),
+      // Failed logins per 15 minutes: 10 per account from one client, 50 per client, 100 per
+      // account from all clients (see Auth.passwordGrant).
+      perAccountClient: limiter('login-pair', 10, 15 * 60_000),
       perClient: limiter('login-ip', 50, 15 * 60_000),
+      perAccount: limiter('login', 100, 15 * 60_000),
     });
     auth.onRevoke((sessionId) => bus.publish({ type: 'session-revoked', sessionId }));
     // A session ended on another instance: its tokens stop working here at once.
@@ -142,6 +144,13 @@ export class Provider {
       authTimeoutMs: config.wsAuthTimeoutMs,
       heartbeatMs: config.wsHeartbeatMs,
       allowedOrigins: config.corsOrigins === '*' ? null : config.corsOrigins,
+      pendingPerClient: config.wsPendingPerClient,
+      // As Fastify's req.ip with trustProxy: the first X-Forwarded-For address, else the socket's.
+      clientIp: (req) => {
+        const forwarded = config.trustProxy ? req.headers['x-forwarded-for'] : undefined;
+        const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+        return first || req.socket.remoteAddress || '';
+      },
     });
     realtimeRef = realtime;
     const federation = opts.federation ? await opts.federation(ctx, app) : null;

@@ -108,6 +108,28 @@ describe('Discovery', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('keeps at most maxCached domains however many a stranger makes it look up; the newest stay', async () => {
+    const d = new Discovery({ http: peerHttp, clock, ttlMs: TTL, insecurePeers, maxCached: 20 });
+    const names = Array.from({ length: 60 }, (_, i) => `d${i}.plain.test`);
+    for (const n of names) {
+      resolveMap.set(n, { host: '127.0.0.1', port: plainPort });
+      insecurePeers.add(n);
+    }
+    try {
+      for (const n of names) await d.resolve(n);
+      assert.equal(hits, 60);
+      assert.equal(d.cachedCount, 20);
+      // The last 20 are still cached (no new request); an early one was evicted and is fetched again.
+      for (const n of names.slice(40)) await d.resolve(n);
+      assert.equal(hits, 60);
+      await d.resolve(names[0]!);
+      assert.equal(hits, 61);
+      assert.equal(d.cachedCount, 20);
+    } finally {
+      for (const n of names) insecurePeers.delete(n);
+    }
+  });
+
   it('follows a delegation document and caches it for the TTL', async () => {
     reply = json({ server: 'https://chat.peer.test/intertalk/', versions: ['1', '1'], extensions: ['rooms', 'ids'], future: true });
     const d = discovery();

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { grantedOf, MemoryRateLimiter } from '../src/auth/limiter.js';
+import { clientBucket, grantedOf, MemoryRateLimiter } from '../src/auth/limiter.js';
 import { expectedHits } from './helpers/limits.js';
 
 test('property: each hit is granted the events that still fit, allowed only when all do', async () => {
@@ -40,4 +40,33 @@ test('grantedOf: never negative, never more than the cost', () => {
       assert.equal(g, Math.max(0, Math.min(cost, limit - prior)));
     }),
   );
+});
+
+test('property: clientBucket keeps IPv4 addresses apart and groups IPv6 addresses by /64, however they are written', () => {
+  const v4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((p) => p.join('.'));
+  const hextets = (n: number) => fc.array(fc.nat(0xffff), { minLength: n, maxLength: n });
+  fc.assert(
+    fc.property(v4, v4, (a, b) => {
+      assert.equal(clientBucket(a), a);
+      assert.equal(clientBucket(`::ffff:${a}`), a, 'IPv4-mapped IPv6 is its IPv4 address');
+      assert.equal(clientBucket(a) === clientBucket(b), a === b);
+    }),
+  );
+  fc.assert(
+    fc.property(hextets(4), hextets(4), hextets(4), fc.boolean(), (prefix, host1, host2, upper) => {
+      const write = (parts: number[]) => {
+        const s = parts.map((p) => p.toString(16)).join(':');
+        return upper ? s.toUpperCase() : s;
+      };
+      const a = write([...prefix, ...host1]);
+      const b = write([...prefix, ...host2]);
+      assert.equal(clientBucket(a), clientBucket(b), `${a} and ${b} share a /64`);
+      const other = [...prefix];
+      other[3] = (other[3]! + 1) % 0x10000;
+      assert.notEqual(clientBucket(write([...other, ...host1])), clientBucket(a));
+      // The compressed form names the same bucket.
+      assert.equal(clientBucket(`${write(prefix)}::1`), clientBucket(a));
+    }),
+  );
+  assert.equal(clientBucket('not an address'), 'not an address');
 });

@@ -286,24 +286,46 @@ describe('POST /token', () => {
 });
 
 describe('failed-login throttling', () => {
-  test('after 10 failures for one account: 429 slow_down with Retry-After, even with the right password', async () => {
+  test('after 10 failures for one account from one client: that client gets 429 slow_down with Retry-After, even with the right password; the user elsewhere does not', async () => {
     const s = await startProvider({ ...ENV, INTERTALK_TRUST_PROXY: 'true' });
     try {
       await user(s.url, 'tess');
       await user(s.url, 'uma');
-      // Ten failures, each from a different client address: the limit is per account.
+      // Ten failures from one client (in IPv6, one /64 is one client).
+      const stranger = (i: number) => `2001:db8:5:7:${i.toString(16)}::1`;
       for (let i = 0; i < 10; i++) {
-        const r = await unchanged(s, () => tokenForm(s, [['grant_type', 'password'], ['username', i % 2 ? 'tess' : 'TESS@localhost'], ['password', `wrong ${i}`]]));
+        const r = await unchanged(s, () => tokenForm(s, [['grant_type', 'password'], ['username', i % 2 ? 'tess' : 'TESS@localhost'], ['password', `wrong ${i}`]], stranger(i)));
         assertOAuthError(r, 400, 'invalid_grant', `failure ${i + 1}`);
       }
       for (const username of ['tess', 'Tess@Localhost']) {
-        const r = await unchanged(s, () => tokenForm(s, [['grant_type', 'password'], ['username', username], ['password', PASSWORD]]));
+        const r = await unchanged(s, () => tokenForm(s, [['grant_type', 'password'], ['username', username], ['password', PASSWORD]], stranger(99)));
         assertOAuthError(r, 429, 'slow_down', `throttled ${username}`);
         const retry = Number(r.headers.get('retry-after'));
         assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 15 * 60, `Retry-After ${r.headers.get('retry-after')}`);
       }
-      // Another account is unaffected.
-      const other = await tokenForm(s, [['grant_type', 'password'], ['username', 'uma'], ['password', PASSWORD]]);
+      // The stranger could not lock Tess out: from her own client she logs in.
+      const own = await tokenForm(s, [['grant_type', 'password'], ['username', 'tess'], ['password', PASSWORD]], '2001:db8:5:8::1');
+      assert.equal(own.status, 200, JSON.stringify(own.body));
+      // The stranger's client may still try other accounts (up to its own limit).
+      const other = await tokenForm(s, [['grant_type', 'password'], ['username', 'uma'], ['password', PASSWORD]], stranger(5));
+      assert.equal(other.status, 200);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  test('after 100 failures for one account spread over many clients: 429 slow_down for that account from any client; others unaffected', async () => {
+    const s = await startProvider({ ...ENV, INTERTALK_TRUST_PROXY: 'true' });
+    try {
+      await user(s.url, 'wynn');
+      await user(s.url, 'xena');
+      const attempts = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => tokenForm(s, [['grant_type', 'password'], ['username', 'wynn'], ['password', `guess ${i}`]])),
+      );
+      for (const [i, r] of attempts.entries()) assertOAuthError(r, 400, 'invalid_grant', `failure ${i + 1}`);
+      const r = await unchanged(s, () => tokenForm(s, [['grant_type', 'password'], ['username', 'wynn'], ['password', PASSWORD]]));
+      assertOAuthError(r, 429, 'slow_down', 'per-account limit');
+      const other = await tokenForm(s, [['grant_type', 'password'], ['username', 'xena'], ['password', PASSWORD]]);
       assert.equal(other.status, 200);
     } finally {
       await s.stop();

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../context.js';
 import type { Principal } from '../auth/service.js';
 import { requireUser } from '../auth/routes.js';
-import type { RateLimiter } from '../auth/limiter.js';
+import { clientBucket, type RateLimiter } from '../auth/limiter.js';
 import { bearerToken, looksLikeJwt } from '../http/app.js';
 import { HttpError, notFound, tooMany, unauthorized } from '../http/errors.js';
 import type { Access, Attachments, Decision } from './service.js';
@@ -111,7 +111,7 @@ export function attachmentRoutes(app: FastifyInstance, ctx: AppContext, attachme
     let decision: Decision;
     if (q.key !== undefined || q.c !== undefined) {
       // A capability link from a plain peer's message: no account, the key is the credential.
-      await limit(linkDownloads, req.ip);
+      await limit(linkDownloads, clientBucket(req.ip));
       decision = await attachments.forLink(id, q.c, q.key);
     } else {
       const token = bearerToken(req);

@@ -1,5 +1,6 @@
 // Rate limiting behind an interface: in memory for one instance; a shared store can implement
 // the same interface when several instances serve one provider.
+import ipaddr from 'ipaddr.js';
 
 export interface RateLimiter {
   /**
@@ -70,4 +71,21 @@ export class MemoryRateLimiter implements RateLimiter {
   async reset(key: string) {
     this.windows.delete(key);
   }
+}
+
+/**
+ * The rate-limit bucket of a client address. An IPv6 user (or attacker) is normally given a whole
+ * /64, so per-address limits on single IPv6 addresses would cost an attacker nothing: IPv6
+ * addresses count per /64, IPv4 (and IPv4-mapped IPv6) per address.
+ */
+export function clientBucket(ip: string): string {
+  let addr: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    addr = ipaddr.process(ip.replace(/%.*$/, ''));
+  } catch {
+    return ip;
+  }
+  if (addr.kind() === 'ipv4') return addr.toString();
+  const parts = (addr as ipaddr.IPv6).parts.slice(0, 4).map((p) => p.toString(16));
+  return `${parts.join(':')}::/64`;
 }

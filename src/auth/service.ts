@@ -5,7 +5,7 @@ import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { randomId, sha256 } from '../util/ids.js';
 import type { Accounts, Account } from '../accounts/service.js';
-import type { RateLimiter } from './limiter.js';
+import { clientBucket, type RateLimiter } from './limiter.js';
 
 export interface TokenResponse {
   access_token: string;
@@ -57,7 +57,11 @@ export class Auth {
     private readonly opts: {
       accessTtlMs: number;
       refreshTtlMs: number;
+      /** Failed logins per (account, client address). */
+      perAccountClient: RateLimiter;
+      /** Failed logins per account, from all clients together (looser). */
       perAccount: RateLimiter;
+      /** Failed logins per client address, for all accounts together. */
       perClient: RateLimiter;
     },
   ) {}
@@ -69,16 +73,26 @@ export class Auth {
 
   async passwordGrant(username: string, password: string, clientIp: string): Promise<TokenResponse> {
     const login = this.accounts.normaliseLogin(username) ?? username.toLowerCase();
-    const [acct, client] = await Promise.all([this.opts.perAccount.check(`login:${login}`), this.opts.perClient.check(`login-ip:${clientIp}`)]);
-    if (!acct.allowed || !client.allowed) {
-      throw new OAuthError(429, 'slow_down', 'too many failed logins; try again later', Math.max(acct.retryAfterMs, client.retryAfterMs));
+    // Three budgets, so that a stranger cannot lock a user out by failing on purpose: failures
+    // count per (account, client), where the real user's own client keeps its budget; per
+    // client, against one address guessing many accounts; and, much looser, per account across
+    // all clients, against a guess spread over many addresses. Client = IPv4 address or IPv6 /64.
+    const client = clientBucket(clientIp);
+    const keys: Array<[RateLimiter, string]> = [
+      [this.opts.perAccountClient, `login:${login}:${client}`],
+      [this.opts.perClient, `login-ip:${client}`],
+      [this.opts.perAccount, `login:${login}`],
+    ];
+    const checks = await Promise.all(keys.map(([l, k]) => l.check(k)));
+    if (checks.some((c) => !c.allowed)) {
+      throw new OAuthError(429, 'slow_down', 'too many failed logins; try again later', Math.max(...checks.map((c) => c.retryAfterMs)));
     }
     const account = await this.accounts.verifyPassword(username, password);
     if (!account) {
-      await Promise.all([this.opts.perAccount.hit(`login:${login}`), this.opts.perClient.hit(`login-ip:${clientIp}`)]);
+      await Promise.all(keys.map(([l, k]) => l.hit(k)));
       throw new OAuthError(400, 'invalid_grant', 'wrong username or password');
     }
-    await this.opts.perAccount.reset(`login:${login}`);
+    await this.opts.perAccountClient.reset(`login:${login}:${client}`);
     return this.createSession(account);
   }
 

@@ -43,6 +43,7 @@ async function withAccounts<T>(config: Config, fn: (a: Accounts, auth: Auth) => 
     const auth = new Auth(db, accounts, systemClock, {
       accessTtlMs: config.accessTokenTtlMs,
       refreshTtlMs: config.refreshTokenTtlMs,
+      perAccountClient: new MemoryRateLimiter(1, 1),
       perAccount: new MemoryRateLimiter(1, 1),
       perClient: new MemoryRateLimiter(1, 1),
     });

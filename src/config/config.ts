@@ -29,6 +29,8 @@ export interface Config {
   attachmentQuota: number;
   wsAuthTimeoutMs: number;
   wsHeartbeatMs: number;
+  /** Unauthenticated WebSockets one client address (IPv4, IPv6 /64) may hold at once. */
+  wsPendingPerClient: number;
   /**
    * INTERTALK_REDIS (redis:// or rediss:// URL): several instances of this provider share live
    * delivery, session revocation and rate limits through it (src/cluster/). Null: one instance.
@@ -203,6 +205,7 @@ export function loadConfig(env: Env = process.env): Config {
     attachmentQuota: parseSize('INTERTALK_ATTACHMENT_QUOTA', get('INTERTALK_ATTACHMENT_QUOTA') ?? '1024MiB'),
     wsAuthTimeoutMs: dur('INTERTALK_WS_AUTH_TIMEOUT', '10s'),
     wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
+    wsPendingPerClient: parseInteger('INTERTALK_WS_PENDING_PER_CLIENT', get('INTERTALK_WS_PENDING_PER_CLIENT') ?? '64', 1, 10_000_000),
     redis: parseRedisUrl(get('INTERTALK_REDIS')),
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),

@@ -142,8 +142,11 @@ export function ourWellKnown(opts: { publicUrl: string; versions: string[]; exte
   };
 }
 
-/** Above this many cached domains, expired entries are swept on insert. */
-const PRUNE_AT = 10_000;
+/**
+ * At most this many cached domains. A stranger can make us look up any domain (a token naming
+ * it as issuer), so the cache is bounded: expired entries are swept first, then the oldest go.
+ */
+const MAX_CACHED = 10_000;
 
 type Entry =
   | { ok: true; info: PeerInfo; expires: number }
@@ -159,11 +162,19 @@ export class Discovery {
   /** Bumped by invalidate() so an in-flight lookup does not repopulate the cache. */
   private readonly generation = new Map<string, number>();
 
-  constructor(opts: { http: PeerHttp; clock: Clock; ttlMs: number; insecurePeers: Set<string> }) {
+  private readonly maxCached: number;
+
+  constructor(opts: { http: PeerHttp; clock: Clock; ttlMs: number; insecurePeers: Set<string>; maxCached?: number }) {
+    this.maxCached = opts.maxCached ?? MAX_CACHED;
     this.http = opts.http;
     this.clock = opts.clock;
     this.ttlMs = opts.ttlMs;
     this.insecurePeers = opts.insecurePeers;
+  }
+
+  /** How many domains are cached (bounded by maxCached). */
+  get cachedCount(): number {
+    return this.cache.size;
   }
 
   async resolve(domainInput: string): Promise<PeerInfo> {
@@ -215,9 +226,15 @@ export class Discovery {
   }
 
   private remember(domain: string, entry: Entry): void {
-    if (this.cache.size >= PRUNE_AT) {
+    this.cache.delete(domain);
+    if (this.cache.size >= this.maxCached) {
       const now = this.clock.now();
       for (const [d, e] of this.cache) if (e.expires <= now) this.cache.delete(d);
+      // Map order is insertion order: the oldest entries go first.
+      for (const d of this.cache.keys()) {
+        if (this.cache.size < this.maxCached) break;
+        this.cache.delete(d);
+      }
     }
     this.cache.set(domain, entry);
   }

@@ -3,7 +3,7 @@
 import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { MessageConflictError, RichRuleError, type Messaging } from '../messaging/service.js';
-import type { RateLimiter } from '../auth/limiter.js';
+import { clientBucket, type RateLimiter } from '../auth/limiter.js';
 import type { Accounts } from '../accounts/service.js';
 import { deriveMessageId, validateMessage, type IntertalkMessage, type MessageResult } from '../protocol/message.js';
 
@@ -81,7 +81,7 @@ export class Inbound {
    * no message.
    */
   async checkBeforeBody(input: { token: string; remoteIp: string }): Promise<InboundResult | null> {
-    const key = `fed-ip:${input.remoteIp}`;
+    const key = `fed-ip:${clientBucket(input.remoteIp)}`;
     const ip = await this.o.perIp.check(key);
     if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
     const refusal = await this.refusalBeforeBody(input.token);
@@ -206,7 +206,7 @@ export class Inbound {
    * issuer. Counts `cost` messages; a refusal, or how many of them fit (at least 1).
    */
   private async limit(remoteIp: string, claimedIss: string | null, cost: number): Promise<InboundResult | number> {
-    const ip = await this.o.perIp.hit(`fed-ip:${remoteIp}`, cost);
+    const ip = await this.o.perIp.hit(`fed-ip:${clientBucket(remoteIp)}`, cost);
     if (ip.granted === 0) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
     if (claimedIss && (await this.o.blocklist.isBlocked(claimedIss))) return err(403, 'domain_blocked', `${claimedIss} is blocked by this provider`);
     return ip.granted;

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { Auth, Principal } from '../auth/service.js';
 import type { Messaging } from '../messaging/service.js';
 import type { BusEvent, EventBus } from '../bus/bus.js';
+import { clientBucket } from '../auth/limiter.js';
 
 export const CLOSE = {
   goingAway: 1001,
@@ -25,6 +26,12 @@ export const CLOSE = {
 } as const;
 
 const MAX_BUFFERED = 8 * 1024 * 1024;
+/**
+ * Sockets that have not yet sent a valid token cost memory and a timer until the auth timeout:
+ * at most `pendingPerClient` per client address (IPv4, or IPv6 /64), and MAX_UNAUTHENTICATED in all. Over it, the
+ * upgrade is refused with 429 before any WebSocket state exists.
+ */
+const MAX_UNAUTHENTICATED = 10_000;
 const BACKFILL_PAGE = 500;
 
 interface Client {
@@ -47,12 +54,18 @@ export interface RealtimeOptions {
   heartbeatMs: number;
   /** null: any origin. */
   allowedOrigins: string[] | null;
+  /** Unauthenticated sockets allowed per client address (INTERTALK_WS_PENDING_PER_CLIENT). */
+  pendingPerClient?: number;
+  /** The client address of an upgrade request (honours X-Forwarded-For when so configured). */
+  clientIp?: (req: IncomingMessage) => string;
 }
 
 export class Realtime {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false });
   private readonly byAddress = new Map<string, Set<Client>>();
   private readonly unauthenticated = new Set<WebSocket>();
+  /** Unauthenticated sockets per client bucket (see pendingPerClient). */
+  private readonly pendingByClient = new Map<string, number>();
   private readonly heartbeat: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private closing = false;
@@ -75,27 +88,46 @@ export class Realtime {
       socket.end(`HTTP/1.1 ${this.closing ? '503 Service Unavailable' : '403 Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws));
+    const bucket = clientBucket(this.opts.clientIp ? this.opts.clientIp(req) : (req.socket.remoteAddress ?? ''));
+    const pending = this.pendingByClient.get(bucket) ?? 0;
+    if (pending >= (this.opts.pendingPerClient ?? 64) || this.unauthenticated.size >= MAX_UNAUTHENTICATED) {
+      const body = JSON.stringify({ error: 'rate_limited', message: 'too many unauthenticated WebSocket connections from this address; send the token first' });
+      socket.end(`HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 10\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      return;
+    }
+    // Counted from the upgrade on, so that handshakes in flight count too.
+    this.pendingByClient.set(bucket, pending + 1);
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.pendingByClient.get(bucket) ?? 1) - 1;
+      if (n <= 0) this.pendingByClient.delete(bucket);
+      else this.pendingByClient.set(bucket, n);
+    };
+    socket.once('close', release);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, release));
   }
 
-  private onConnection(ws: WebSocket): void {
+  private onConnection(ws: WebSocket, release: () => void): void {
     this.unauthenticated.add(ws);
     const timer = setTimeout(() => ws.close(CLOSE.authTimeout, 'no token received in time'), this.opts.authTimeoutMs);
     ws.once('close', () => {
       clearTimeout(timer);
       this.unauthenticated.delete(ws);
+      release();
     });
     ws.on('error', () => ws.terminate());
     ws.once('message', (data: RawData, isBinary: boolean) => {
       clearTimeout(timer);
-      this.authenticate(ws, isBinary ? '' : data.toString('utf8')).catch((err) => {
+      this.authenticate(ws, isBinary ? '' : data.toString('utf8'), release).catch((err) => {
         this.opts.logger.error({ err }, 'websocket authentication failed unexpectedly');
         ws.close(1011, 'internal error');
       });
     });
   }
 
-  private async authenticate(ws: WebSocket, first: string): Promise<void> {
+  private async authenticate(ws: WebSocket, first: string, release: () => void): Promise<void> {
     let token: string;
     let since: number | null = null;
     let rich = false;
@@ -127,6 +159,7 @@ export class Realtime {
     const principal = await this.opts.auth.authenticate(token);
     if (ws.readyState !== WebSocket.OPEN) return;
     this.unauthenticated.delete(ws);
+    release();
     if (!principal) {
       ws.close(CLOSE.invalidToken, 'invalid or expired token');
       return;

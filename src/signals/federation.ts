@@ -11,7 +11,7 @@
 // the same reader and conversation replaces one still waiting.
 import type { Logger } from 'pino';
 import type { Clock } from '../util/clock.js';
-import type { RateLimiter } from '../auth/limiter.js';
+import { clientBucket, type RateLimiter } from '../auth/limiter.js';
 import type { Accounts } from '../accounts/service.js';
 import { domainOf } from '../protocol/address.js';
 import { SIGNALS_EXTENSION } from '../protocol/rich.js';
@@ -77,7 +77,7 @@ export class SignalsFederation {
   // --- inbound ---------------------------------------------------------------------------------
 
   async receive(input: { authorization: string | undefined; rawBody: Buffer | string; body: unknown; remoteIp: string }): Promise<SignalResult> {
-    const ip = await this.o.perIp.hit(`sig-ip:${input.remoteIp}`);
+    const ip = await this.o.perIp.hit(`sig-ip:${clientBucket(input.remoteIp)}`);
     if (!ip.allowed) return err(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.ceil(ip.retryAfterMs / 1000)) });
 
     // The issuer is not verified yet: it only selects the blocklist check. The per-peer limit
