@@ -14,6 +14,7 @@ import { MemoryRateLimiter, type RateLimiter } from './auth/limiter.js';
 import { Cluster } from './cluster/cluster.js';
 import { Messaging } from './messaging/service.js';
 import { Realtime } from './realtime/hub.js';
+import { clientCommands } from './realtime/commands.js';
 import { buildApp } from './http/app.js';
 import { HttpError } from './http/errors.js';
 import { accountRoutes } from './accounts/routes.js';
@@ -145,6 +146,7 @@ export class Provider {
       heartbeatMs: config.wsHeartbeatMs,
       allowedOrigins: config.corsOrigins === '*' ? null : config.corsOrigins,
       pendingPerClient: config.wsPendingPerClient,
+      commands: clientCommands(ctx, app),
       // As Fastify's req.ip with trustProxy: the first X-Forwarded-For address, else the socket's.
       clientIp: (req) => {
         const forwarded = config.trustProxy ? req.headers['x-forwarded-for'] : undefined;

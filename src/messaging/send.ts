@@ -10,7 +10,26 @@ import { canonicalParticipants, conversationId } from '../protocol/conversation.
 import { domainOf } from '../protocol/address.js';
 import { MessageConflictError, RichRuleError, type AcceptResult } from './service.js';
 
-export async function submit(ctx: AppContext, user: Principal, raw: unknown): Promise<AcceptResult> {
+/**
+ * Keeps the messages of one sender in the order they were submitted although their checks run
+ * concurrently (a socket's pipelined sends): `wait` resolves when the previous message has been
+ * handed to the store; `done` says this one has been (or never will be). The store takes
+ * messages in the order they are handed to it.
+ */
+export interface SubmitTurn {
+  wait: Promise<void>;
+  done(): void;
+}
+
+export async function submit(ctx: AppContext, user: Principal, raw: unknown, turn?: SubmitTurn): Promise<AcceptResult> {
+  try {
+    return await submitInTurn(ctx, user, raw, turn);
+  } finally {
+    turn?.done();
+  }
+}
+
+async function submitInTurn(ctx: AppContext, user: Principal, raw: unknown, turn: SubmitTurn | undefined): Promise<AcceptResult> {
   const { config, messaging } = ctx;
   const limit = await ctx.sendLimiter.hit(`send:${user.address}`);
   if (!limit.allowed) throw tooMany('you are sending too fast; slow down', limit.retryAfterMs / 1000);
@@ -67,8 +86,11 @@ export async function submit(ctx: AppContext, user: Principal, raw: unknown): Pr
   }
 
   const message: IntertalkMessage = { ...value, id: value.id ?? messaging.newId(), sentAt: value.sentAt ?? new Date(now).toISOString(), ...(rich ? { rich } : {}) };
+  if (turn) await turn.wait;
   try {
-    const res = await messaging.accept(message, { kind: 'local' });
+    const accepted = messaging.accept(message, { kind: 'local' });
+    turn?.done();
+    const res = await accepted;
     if (!res.replayed) ctx.metrics.messagesAccepted.inc({ origin: 'local' });
     if (res.destinations.length > 0) ctx.federation?.enqueued(res.message, res.destinations);
     return res;

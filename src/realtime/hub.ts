@@ -14,6 +14,7 @@ import type { Auth, Principal } from '../auth/service.js';
 import type { Messaging } from '../messaging/service.js';
 import type { BusEvent, EventBus } from '../bus/bus.js';
 import { clientBucket } from '../auth/limiter.js';
+import { parseClientFrame, type ClientCommands, type CommandResult } from './commands.js';
 
 export const CLOSE = {
   goingAway: 1001,
@@ -33,6 +34,12 @@ const MAX_BUFFERED = 8 * 1024 * 1024;
  */
 const MAX_UNAUTHENTICATED = 10_000;
 const BACKFILL_PAGE = 500;
+/**
+ * Commands (send/request frames) one socket may have in flight. At the cap the server stops
+ * reading the socket until one completes, so a fast sender meets TCP back-pressure instead of
+ * growing our memory; its acknowledgements still count against MAX_BUFFERED.
+ */
+const MAX_INFLIGHT = 32;
 
 interface Client {
   ws: WebSocket;
@@ -42,6 +49,12 @@ interface Client {
   pending: Array<{ seq: number; frame: string }> | null;
   lastSeq: number;
   alive: boolean;
+  /** The socket's access token (for `request` frames); never logged. */
+  token: string;
+  /** Commands in flight (see MAX_INFLIGHT). */
+  inflight: number;
+  /** Resolves when the socket's latest send has been handed to the store (order of sends). */
+  sendTurn: Promise<void>;
   expiry: NodeJS.Timeout;
 }
 
@@ -56,6 +69,8 @@ export interface RealtimeOptions {
   allowedOrigins: string[] | null;
   /** Unauthenticated sockets allowed per client address (INTERTALK_WS_PENDING_PER_CLIENT). */
   pendingPerClient?: number;
+  /** send/request frames of rich-mode clients (src/realtime/commands.ts); absent: ignored. */
+  commands?: ClientCommands;
   /** The client address of an upgrade request (honours X-Forwarded-For when so configured). */
   clientIp?: (req: IncomingMessage) => string;
 }
@@ -173,6 +188,9 @@ export class Realtime {
       pending: since !== null ? [] : null,
       lastSeq: since ?? 0,
       alive: true,
+      token,
+      inflight: 0,
+      sendTurn: Promise.resolve(),
       expiry: setTimeout(() => ws.close(CLOSE.tokenExpired, 'token expired'), delay),
     };
     let set = this.byAddress.get(principal.address);
@@ -218,13 +236,39 @@ export class Realtime {
 
   private onClientFrame(client: Client, data: RawData): void {
     if (!client.rich) return; // the reference protocol sends nothing after the token
-    let msg: { type?: unknown } | null = null;
-    try {
-      msg = JSON.parse(data.toString('utf8'));
-    } catch {
-      /* ignored */
+    const frame = parseClientFrame(data.toString('utf8'));
+    if (!frame) return;
+    if (frame.type === 'ping') return this.send(client, '{"type":"pong"}');
+    if (frame.type === 'invalid') {
+      // A frame we cannot answer by ref is answered without one.
+      return this.ack(client, frame.ref, { status: 400, body: JSON.stringify({ error: 'invalid_frame', message: frame.message }) });
     }
-    if (msg && msg.type === 'ping') this.send(client, '{"type":"pong"}');
+    const commands = this.opts.commands;
+    if (!commands) return this.ack(client, frame.ref, { status: 501, body: JSON.stringify({ error: 'not_supported', message: 'this server does not take commands over the socket' }) });
+    client.inflight++;
+    if (client.inflight === MAX_INFLIGHT) client.ws.pause();
+    let run: Promise<CommandResult>;
+    if (frame.type === 'send') {
+      const wait = client.sendTurn;
+      let done!: () => void;
+      client.sendTurn = new Promise<void>((resolve) => (done = resolve));
+      run = commands.send(client.principal, frame.message, { wait, done });
+    } else {
+      run = commands.request(client.token, frame.method, frame.path, frame.body);
+    }
+    run
+      .catch((err): CommandResult => {
+        this.opts.logger.error({ err }, 'websocket command failed');
+        return { status: 500, body: JSON.stringify({ error: 'internal_error', message: 'the server failed to handle this request' }) };
+      })
+      .then((res) => {
+        if (client.inflight-- === MAX_INFLIGHT && client.ws.readyState === WebSocket.OPEN) client.ws.resume();
+        this.ack(client, frame.ref, res);
+      });
+  }
+
+  private ack(client: Client, ref: string | null, res: CommandResult): void {
+    this.send(client, `{"type":"ack","ref":${JSON.stringify(ref)},"status":${res.status}${res.replayed ? ',"replayed":true' : ''},"body":${res.body}}`);
   }
 
   private messageFrame(client: Client, json: string): string {
