@@ -5,13 +5,22 @@
 // It reconnects by itself with back-off (0.5 s doubling to 8 s, and at once when the browser says
 // it is online again), refreshes the access token when the provider says it expired, and pings
 // every 15 s so that a connection that died silently is noticed within a few seconds.
-import { ApiError, type Session } from './api';
+import { ApiError, NetworkError, type Session } from './api';
 import type { Frame } from './types';
 
 export type LiveState = 'connecting' | 'online' | 'offline';
 
 const PING_EVERY_MS = 15_000;
 const PONG_WITHIN_MS = 6_000;
+/** A command over the socket without an ack this long fails like a lost request. */
+const ACK_WITHIN_MS = 30_000;
+
+interface AckFrame {
+  type: 'ack';
+  ref: string | null;
+  status: number;
+  body: unknown;
+}
 
 export class Live {
   state: LiveState = 'connecting';
@@ -23,6 +32,9 @@ export class Live {
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
+  /** Commands sent over the socket, waiting for their ack (docs/api.md, "Sending over the socket"). */
+  private readonly waiting = new Map<string, { resolve(v: unknown): void; reject(e: Error): void; timer: ReturnType<typeof setTimeout> }>();
+  private nextRef = 0;
   private readonly onOnline = () => this.reconnectNow();
   private readonly onOffline = () => this.drop();
 
@@ -35,6 +47,44 @@ export class Live {
       ended(): void;
     },
   ) {}
+
+  /**
+   * Runs a client route over the live socket (no HTTP request per message): POST /messages as a
+   * `send`, anything else as a `request`. Null when the socket is not ready: use HTTP then.
+   * Resolves with the route's body; rejects as Session.request does. A drop rejects with a
+   * NetworkError: a retry with the same message id is harmless (the provider deduplicates).
+   */
+  request<T>(method: string, path: string, json?: unknown): Promise<T> | null {
+    const ws = this.ws;
+    if (!ws || this.state !== 'online' || ws.readyState !== WebSocket.OPEN) return null;
+    const ref = `w${++this.nextRef}`;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(ref);
+        reject(new NetworkError('no answer over the live connection'));
+      }, ACK_WITHIN_MS);
+      this.waiting.set(ref, { resolve: resolve as (v: unknown) => void, reject, timer });
+      ws.send(JSON.stringify(method === 'POST' && path === '/messages' ? { type: 'send', ref, message: json } : { type: 'request', ref, method, path, ...(json === undefined ? {} : { body: json }) }));
+    });
+  }
+
+  private onAck(a: AckFrame): void {
+    const w = a.ref === null ? undefined : this.waiting.get(a.ref);
+    if (!w) return;
+    this.waiting.delete(a.ref!);
+    clearTimeout(w.timer);
+    if (a.status < 400) return w.resolve(a.body);
+    const b = (a.body ?? {}) as { error?: string; message?: string };
+    w.reject(new ApiError(a.status, b.error ?? 'error', b.message ?? `the provider answered ${a.status}`));
+  }
+
+  private failWaiting(): void {
+    for (const w of this.waiting.values()) {
+      clearTimeout(w.timer);
+      w.reject(new NetworkError('the live connection dropped'));
+    }
+    this.waiting.clear();
+  }
 
   start(cursor: number): void {
     this.cursor = cursor;
@@ -107,6 +157,7 @@ export class Live {
       } catch {
         return;
       }
+      if ((f as unknown as AckFrame).type === 'ack') return this.onAck(f as unknown as AckFrame);
       if (f.type === 'message' && f.message.seq > this.cursor) this.cursor = f.message.seq;
       if (f.type === 'ready') {
         this.attempt = 0;
@@ -125,6 +176,7 @@ export class Live {
 
   private closed(code: number): void {
     this.ws = null;
+    this.failWaiting();
     this.clearTimers();
     if (this.stopped) return;
     if (code === 4003) {

@@ -670,7 +670,7 @@ export class Chat {
       }
       if (p.replyTo) body.replyTo = p.replyTo.seq;
       if (p.uploaded.length > 0) body.attachments = p.uploaded;
-      const m = await this.session.request<Message>('POST', `/conversations/${p.conversationId}/messages`, { json: body });
+      const m = await this.call<Message>('POST', `/conversations/${p.conversationId}/messages`, body);
       this.discard(p);
       this.ownMessage(m);
     } catch (err) {
@@ -701,7 +701,7 @@ export class Chat {
       body.messageFormatted = text;
       body.format = 'text/markdown';
     }
-    const m = await this.session.request<Message>('POST', '/messages', { json: body });
+    const m = await this.call<Message>('POST', '/messages', body);
     if (!this.conversations.has(m.conversationId)) {
       this.conversations.set(m.conversationId, { id: m.conversationId, participants: [...new Set(m.to)].sort(), title: null, lastSeq: m.seq, lastMessage: m, unread: 0, lastReadSeq: m.seq, receipts: [] });
       void this.fetchConversation(m.conversationId);
@@ -730,25 +730,30 @@ export class Chat {
     }
   }
 
+  /** A JSON route over the live socket when it is up (the fast path), else over HTTP. */
+  private call<T>(method: string, path: string, json?: unknown): Promise<T> {
+    return this.live.request<T>(method, path, json) ?? this.session.request<T>(method, path, json === undefined ? {} : { json });
+  }
+
   react(m: Message, emoji: string): Promise<boolean> {
     const mine = m.reactions?.some((r) => r.emoji === emoji && r.by.includes(this.me)) ?? false;
     return this.action('Could not react', () =>
-      this.session.request<Message>('POST', `/conversations/${m.conversationId}/messages/${m.seq}/reactions`, { json: mine ? { emoji, remove: true } : { emoji } }),
+      this.call<Message>('POST', `/conversations/${m.conversationId}/messages/${m.seq}/reactions`, mine ? { emoji, remove: true } : { emoji }),
     );
   }
 
   edit(m: Message, text: string): Promise<boolean> {
     return this.action('Could not edit', () =>
-      this.session.request<Message>('PATCH', `/conversations/${m.conversationId}/messages/${m.seq}`, { json: { text, formatted: text, format: 'text/markdown' } }),
+      this.call<Message>('PATCH', `/conversations/${m.conversationId}/messages/${m.seq}`, { text, formatted: text, format: 'text/markdown' }),
     );
   }
 
   remove(m: Message): Promise<boolean> {
-    return this.action('Could not delete', () => this.session.request<Message>('DELETE', `/conversations/${m.conversationId}/messages/${m.seq}`));
+    return this.action('Could not delete', () => this.call<Message>('DELETE', `/conversations/${m.conversationId}/messages/${m.seq}`));
   }
 
   rename(conversationId: string, name: string): Promise<boolean> {
-    return this.action('Could not rename', () => this.session.request<Message>('PUT', `/conversations/${conversationId}/name`, { json: { name } }));
+    return this.action('Could not rename', () => this.call<Message>('PUT', `/conversations/${conversationId}/name`, { name }));
   }
 
   /** Tells the others we are typing (re-sent every 3 s while typing) or stopped. */
