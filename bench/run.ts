@@ -226,6 +226,79 @@ async function latency(pools: Pool[], headers: Record<string, string>, from: str
 
 const pct = (a: number, b: number) => Math.round((a / b) * 100);
 
+/** Sender sockets and commands in flight on each, for the WebSocket send path (≤ the server's 32). */
+const WS_SENDERS = Number(process.env.BENCH_WS_SENDERS ?? 8);
+const WS_INFLIGHT = Number(process.env.BENCH_WS_INFLIGHT ?? 32);
+
+/**
+ * Closed loop over the WebSocket send path (docs/api.md, "Sending over the socket"): WS_SENDERS
+ * rich sockets of the sender, each keeping WS_INFLIGHT `send` frames unacknowledged.
+ */
+async function wsClosedLoop(wsUrl: string, tok: string, from: string, to: string, text: (i: number) => string, durationMs: number, ca?: string, servername?: string) {
+  let i = 0;
+  let errors = 0;
+  const accepted: string[] = [];
+  const end = Date.now() + durationMs;
+  const start = Date.now();
+  const one = async () => {
+    const ws = new WebSocket(wsUrl + '/messageStream', { perMessageDeflate: false, ...(ca ? { ca, servername } : {}) });
+    await new Promise((r, j) => {
+      ws.once('open', r);
+      ws.once('error', j);
+    });
+    ws.send(JSON.stringify({ token: tok }));
+    const texts = new Map<string, string>();
+    let inflight = 0;
+    let finished: () => void;
+    const done = new Promise<void>((r) => (finished = r));
+    const next = () => {
+      while (inflight < WS_INFLIGHT && Date.now() < end) {
+        const t = text(i++);
+        const ref = String(i);
+        texts.set(ref, t);
+        inflight++;
+        ws.send(`{"type":"send","ref":"${ref}","message":${bodyOf(from, to, t)}}`);
+      }
+      if (inflight === 0) finished();
+    };
+    ws.on('message', (d) => {
+      const s = String(d);
+      if (s.startsWith('{"type":"ready"')) return next();
+      if (!s.startsWith('{"type":"ack"')) return;
+      const a = JSON.parse(s) as { ref: string; status: number };
+      inflight--;
+      if (a.status === 201) accepted.push(texts.get(a.ref)!);
+      else errors++;
+      texts.delete(a.ref);
+      next();
+    });
+    await done;
+    ws.close();
+  };
+  await Promise.all(Array.from({ length: WS_SENDERS }, one));
+  return { rate: (accepted.length * 1000) / (Date.now() - start), errors, accepted };
+}
+
+/** Throughput over the WebSocket send path, delivered to `rx` (checked for loss and duplicates). */
+async function wsSuite(rows: Row[], label: string, wsUrl: string, tok: string, from: string, to: string, rx: Receiver, baseRate: number, localRate: number | null, ca?: string, servername?: string): Promise<number> {
+  log(`${label}: throughput`);
+  const tag = randomBytes(3).toString('hex');
+  const start = Date.now();
+  const r = await wsClosedLoop(wsUrl, tok, from, to, (i) => `ws benchmark message ${tag} ${i} — a line of ordinary chat text`, DURATION_MS, ca, servername);
+  const s = await settle(rx, r.accepted, 60_000);
+  const rate = localRate === null ? r.rate : ((r.accepted.length - s.lost) * 1000) / (s.doneAt - start);
+  rows.push({
+    name: `${label}: throughput`,
+    msgsPerSec: Math.round(rate),
+    vsBaseline: pct(rate, baseRate),
+    ...(localRate !== null ? { vsLocal: pct(rate, localRate) } : {}),
+    lost: s.lost,
+    duplicated: s.duplicated,
+    notes: `${r.accepted.length} accepted, ${r.errors} errors; ${WS_SENDERS} sockets × ${WS_INFLIGHT} in flight${localRate !== null ? `; accepted at ${Math.round(r.rate)}/s` : ''}`,
+  });
+  return rate;
+}
+
 /** Throughput then latency at each rate: one sending user → one receiving WebSocket. */
 async function suite(rows: Row[], label: string, pools: Pool[], hdr: Record<string, string>, from: string, to: string, rx: Receiver, baseRate: number, localRate: number | null): Promise<number> {
   log(`${label}: throughput`);
@@ -489,6 +562,7 @@ async function main() {
     const lpool = new Pool(lurl, { connections: CONNECTIONS });
     const hdr = { 'content-type': 'application/json', authorization: `Bearer ${ta}` };
     localRate = await suite(rows, 'local SQLite (POST → SQLite → WebSocket)', [lpool], hdr, 'alice@localhost', 'bob@localhost', rx, b.rate, null);
+    await wsSuite(rows, 'local SQLite (WebSocket send → SQLite → WebSocket)', `ws://127.0.0.1:${lp}`, ta, 'alice@localhost', 'bob@localhost', rx, b.rate, null);
     rx.ws.close();
     await lpool.close();
     await stopChild(local);
@@ -513,6 +587,7 @@ async function main() {
     const fhdr = { 'content-type': 'application/json', authorization: `Bearer ${fa}` };
     await warmUp([fpool], fhdr, 'alice@a.test', 'bob@b.test', frx);
     await suite(rows, 'federated SQLite (A → HTTPS+JWT → B → WebSocket)', [fpool], fhdr, 'alice@a.test', 'bob@b.test', frx, b.rate, localRate);
+    await wsSuite(rows, 'federated SQLite (WebSocket send → A → HTTPS+JWT → B → WebSocket)', `wss://127.0.0.1:${pa}`, fa, 'alice@a.test', 'bob@b.test', frx, b.rate, localRate, ca.caCert, 'a.test');
     frx.ws.close();
     await fpool.close();
     await stopChild(A);
