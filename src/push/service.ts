@@ -71,6 +71,7 @@ export class Push {
   private stopped = true;
   private unsubscribe: (() => void) | null = null;
   private readonly bookkeeping = new Set<Promise<unknown>>();
+  private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: PushOptions) {
     this.db = o.db;
@@ -110,6 +111,11 @@ export class Push {
     this.timer = null;
     while (this.running) await this.running;
     await Promise.allSettled([...this.bookkeeping]);
+  }
+
+  /** Resolves once the pushes of every message heard so far are queued (tests). */
+  async settled(): Promise<void> {
+    await this.chain.catch(() => undefined);
   }
 
   /** The applicationServerKey (base64url uncompressed point) and the COI form (base64 of the PEM). */
@@ -245,7 +251,9 @@ export class Push {
 
   private onEvent(e: BusEvent): void {
     if (e.type !== 'message' || this.stopped) return;
-    const p = this.enqueueMessage(e).catch((err) => this.o.logger.warn({ err }, 'could not queue pushes'));
+    // One at a time, in bus (seq) order.
+    const p = this.chain.then(() => this.enqueueMessage(e)).catch((err) => this.o.logger.warn({ err }, 'could not queue pushes'));
+    this.chain = p;
     this.bookkeeping.add(p);
     void p.finally(() => this.bookkeeping.delete(p));
   }
