@@ -30,6 +30,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { Signals } from './signals/service.js';
 import { signalsRoutes } from './signals/routes.js';
 import { webRoutes } from './web/static.js';
+import { Push } from './push/service.js';
+import { pushRoutes } from './push/routes.js';
 
 export interface ProviderOptions {
   logger?: Logger;
@@ -65,6 +67,7 @@ export class Provider {
     readonly attachments: Attachments,
     /** Set when INTERTALK_REDIS is (several instances of one provider). */
     readonly cluster: Cluster | null = null,
+    readonly push: Push | null = null,
   ) {}
 
   static async create(config: Config, opts: ProviderOptions = {}): Promise<Provider> {
@@ -181,6 +184,9 @@ export class Provider {
     richRoutes(app, ctx);
     attachmentRoutes(app, ctx, attachments);
     signalsRoutes(app, ctx);
+    const push = new Push({ db: storage.db, config: config.push, domain: config.domain, clock, bus, logger, strikes: limiter('push-invalid', 5, 3_600_000) });
+    await push.init();
+    pushRoutes(app, ctx, push);
     // The browser client (web/, built into dist/web) at "/".
     webRoutes(app, logger);
 
@@ -189,7 +195,7 @@ export class Provider {
       if (path === '/messages' || path === '/messageStream') realtime.handleUpgrade(req, socket, head);
       else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     });
-    return new Provider(ctx, app, realtime, federation, attachments, cluster);
+    return new Provider(ctx, app, realtime, federation, attachments, cluster, push);
   }
 
   get config(): Config {
@@ -202,6 +208,7 @@ export class Provider {
     this.started = true;
     this.federation?.start();
     this.attachments.start();
+    this.push?.start();
     this.housekeeping = setInterval(() => {
       this.ctx.auth.purgeExpired().catch((err) => this.ctx.logger.warn({ err }, 'token purge failed'));
     }, 10 * 60_000);
@@ -228,6 +235,7 @@ export class Provider {
   async destroy(): Promise<void> {
     if (this.housekeeping) clearInterval(this.housekeeping);
     await this.attachments.stop();
+    await this.push?.stop();
     await this.federation?.stop();
     await this.realtime.close();
     if (this.started) await this.app.close();

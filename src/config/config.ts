@@ -36,6 +36,21 @@ export interface Config {
    * delivery, session revocation and rate limits through it (src/cluster/). Null: one instance.
    */
   redis: string | null;
+  /** Web Push (src/push/, docs/push.md). */
+  push: {
+    enabled: boolean;
+    /** VAPID `sub` claim: a mailto: or https: URI of the operator (RFC 8292 §2.1). */
+    subject: string;
+    maxSubscriptions: number;
+    /** Wait before pushing a message, so that a live client can mark it read first. */
+    delayMs: number;
+    ttlSeconds: number;
+    validationTimeoutMs: number;
+    requestTimeoutMs: number;
+    sweepIntervalMs: number;
+    /** Accept http:// push endpoints (tests, a push service on a private network). */
+    insecureEndpoints: boolean;
+  };
   federation: {
     resolve: Map<string, { host: string; port: number }>;
     insecurePeers: Set<string>;
@@ -150,6 +165,31 @@ export function parseRedisUrl(raw: string | undefined): string | null {
   return raw;
 }
 
+/** A VAPID subject must reach the operator: mailto:/https:, never a localhost host. */
+export function parseVapidSubject(raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`INTERTALK_VAPID_SUBJECT: "${raw}" is not a URI (use mailto:admin@example.org or https://example.org/contact)`);
+  }
+  let host: string;
+  if (u.protocol === 'mailto:') {
+    const at = u.pathname.lastIndexOf('@');
+    if (at < 1) throw new ConfigError(`INTERTALK_VAPID_SUBJECT: "${raw}" is not a mailto: address`);
+    host = u.pathname.slice(at + 1);
+  } else if (u.protocol === 'https:') {
+    host = u.hostname;
+  } else {
+    throw new ConfigError(`INTERTALK_VAPID_SUBJECT: "${raw}" must be a mailto: or https: URI`);
+  }
+  host = host.toLowerCase().replace(/^\[|\]$/g, '');
+  if (host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\./.test(host) || host === '0.0.0.0' || !host) {
+    throw new ConfigError(`INTERTALK_VAPID_SUBJECT: "${raw}" names localhost: push services need a contact they can reach (set a real mailto: or https: URI, or INTERTALK_PUSH=off)`);
+  }
+  return raw;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const get = (k: string) => {
     const v = env[k];
@@ -207,6 +247,25 @@ export function loadConfig(env: Env = process.env): Config {
     wsHeartbeatMs: dur('INTERTALK_WS_HEARTBEAT', '30s'),
     wsPendingPerClient: parseInteger('INTERTALK_WS_PENDING_PER_CLIENT', get('INTERTALK_WS_PENDING_PER_CLIENT') ?? '64', 1, 10_000_000),
     redis: parseRedisUrl(get('INTERTALK_REDIS')),
+    push: (() => {
+      const flag = (get('INTERTALK_PUSH') ?? '').toLowerCase();
+      if (flag && flag !== 'on' && flag !== 'off') throw new ConfigError(`INTERTALK_PUSH: "${flag}" must be on or off`);
+      const subjectRaw = get('INTERTALK_VAPID_SUBJECT');
+      // On when asked for, or when a subject is configured; off otherwise.
+      const enabled = flag ? flag === 'on' : subjectRaw !== undefined;
+      const subject = subjectRaw ?? `mailto:postmaster@${domain}`;
+      return {
+        enabled,
+        subject: enabled ? parseVapidSubject(subject) : subject,
+        maxSubscriptions: parseInteger('INTERTALK_PUSH_MAX_SUBSCRIPTIONS', get('INTERTALK_PUSH_MAX_SUBSCRIPTIONS') ?? '10', 1, 1000),
+        delayMs: dur('INTERTALK_PUSH_DELAY', '3s'),
+        ttlSeconds: Math.round(within('INTERTALK_PUSH_TTL', dur('INTERTALK_PUSH_TTL', '1d'), 0, 28 * 86_400_000) / 1000),
+        validationTimeoutMs: dur('INTERTALK_PUSH_VALIDATION_TIMEOUT', '5m'),
+        requestTimeoutMs: dur('INTERTALK_PUSH_TIMEOUT', '15s'),
+        sweepIntervalMs: within('INTERTALK_PUSH_SWEEP', dur('INTERTALK_PUSH_SWEEP', '2s'), 50, 3_600_000),
+        insecureEndpoints: (get('INTERTALK_PUSH_INSECURE_ENDPOINTS') ?? 'false') === 'true',
+      };
+    })(),
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),
       insecurePeers: domainList('INTERTALK_INSECURE_PEERS', get('INTERTALK_INSECURE_PEERS')),

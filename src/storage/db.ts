@@ -5,6 +5,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type 
 import type { Database } from './schema.js';
 import { initial } from './migrations/001_initial.js';
 import { rich } from './migrations/002_rich.js';
+import { push } from './migrations/004_push.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -163,13 +164,14 @@ export async function openStorage(url: string): Promise<Storage> {
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {
-  return { '001_initial': initial(dialect), '002_rich': rich(dialect) };
+  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '004_push': push(dialect) };
 }
 
 /** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */
 export async function migrate(db: Db, dialect: Dialect): Promise<void> {
   const provider: MigrationProvider = { getMigrations: async () => migrations(dialect) };
-  const migrator = new Migrator({ db, provider });
+  // Unordered: migrations of features merged in another order (001, 002, 004, then 003) still apply.
+  const migrator = new Migrator({ db, provider, allowUnorderedMigrations: true });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');

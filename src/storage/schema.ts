@@ -211,6 +211,58 @@ export interface BlockedDomainsTable {
   created_at: number;
 }
 
+export interface PushVapidTable {
+  id: string;
+  public_key: string;
+  private_key: string;
+  validation_secret: string;
+  created_at: number;
+}
+
+export interface PushSubscriptionsTable {
+  user_id: number;
+  id: string;
+  client: string;
+  device: string;
+  msgtype: string;
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+  created_at: number;
+  validated: Generated<number>;
+  validate_by: number;
+}
+
+export interface PushQueueTable {
+  id: Generated<number>;
+  user_id: number;
+  subscription_id: string;
+  kind: string;
+  message_seq: number;
+  conversation_id: string | null;
+  payload: string;
+  ttl: number;
+  urgency: string;
+  topic: string | null;
+  attempts: Generated<number>;
+  created_at: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  lease_owner: string | null;
+  lease_until: number | null;
+}
+
+export interface PushMutesTable {
+  user_id: number;
+  conversation_id: string;
+}
+
+export interface PushSettingsTable {
+  user_id: number;
+  enabled: Generated<number>;
+  content_free: Generated<number>;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -233,4 +285,9 @@ export interface Database {
   attachment_uploads: AttachmentUploadsTable;
   attachment_fetches: AttachmentFetchesTable;
   attachment_link_keys: AttachmentLinkKeysTable;
+  push_vapid: PushVapidTable;
+  push_subscriptions: PushSubscriptionsTable;
+  push_queue: PushQueueTable;
+  push_mutes: PushMutesTable;
+  push_settings: PushSettingsTable;
 }

@@ -2,6 +2,7 @@
 // conversations' messages, deliveries, receipts, typing, and the live connection. Components read
 // it directly and re-render on `subscribe`. Objects that change are replaced (never mutated), so
 // memoised components can compare by reference.
+import { WebPushClient } from './push.js';
 import { ApiError, NetworkError, newMessageId, type Session } from './api';
 import { Live, type LiveState } from './live';
 import { domainOf, localPart, preview, textOf } from './text';
@@ -137,10 +138,15 @@ export class Chat {
       ended: () => this.end(),
     });
     session.onEnded = () => this.end();
+    this.push = new WebPushClient(session, () => this.emit());
   }
+
+  /** Web Push for this browser (web/src/push.ts). */
+  readonly push: WebPushClient;
 
   async start(): Promise<void> {
     document.addEventListener('visibilitychange', this.onVisibility);
+    void this.push.init().catch(() => undefined);
     let cursor = 0;
     try {
       cursor = await this.loadConversations();

@@ -176,6 +176,18 @@ export function ConversationView({ chat, id }: { chat: Chat; id: string }) {
           <h2 id="conversation-title">{name}</h2>
           <p class="subtitle">{c.title || group ? c.participants.join(', ') : others[0] ? `at ${others[0].split('@')[1]}` : 'Only you'}</p>
         </div>
+        {chat.push.state !== 'unsupported' && (
+          <button
+            type="button"
+            class="icon-button mute-toggle"
+            aria-pressed={chat.push.muted.has(c.id)}
+            aria-label={chat.push.muted.has(c.id) ? 'Unmute push notifications for this conversation' : 'Mute push notifications for this conversation'}
+            title={chat.push.muted.has(c.id) ? 'Muted: no push notifications (click to unmute)' : 'Mute push notifications'}
+            onClick={() => void chat.push.setMuted(c.id, !chat.push.muted.has(c.id)).catch(() => undefined)}
+          >
+            <Icon name="bell" />
+          </button>
+        )}
         <button type="button" class="icon-button" aria-label="Rename conversation" title="Rename conversation" onClick={() => setRenaming(true)}>
           <Icon name="edit" />
         </button>

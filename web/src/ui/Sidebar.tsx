@@ -24,6 +24,19 @@ export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: st
             <Icon name="bell" />
           </button>
         )}
+        {chat.push.state !== 'unsupported' && (
+          <button
+            type="button"
+            class="icon-button push-toggle"
+            aria-pressed={chat.push.state === 'on'}
+            aria-label={chat.push.state === 'on' ? 'Turn off push notifications' : 'Turn on push notifications'}
+            title={chat.push.error ? `Push notifications: ${chat.push.error}` : chat.push.state === 'on' ? 'Push notifications are on (click to turn off)' : 'Push notifications are off (click to turn on)'}
+            disabled={chat.push.state === 'subscribing'}
+            onClick={() => void (chat.push.state === 'on' ? chat.push.disable() : chat.push.enable())}
+          >
+            <Icon name="bell" />
+          </button>
+        )}
         <button type="button" class="icon-button" aria-label="Log out" title="Log out" onClick={onLogout}>
           <Icon name="logout" />
         </button>
