@@ -29,6 +29,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { Signals } from './signals/service.js';
 import { signalsRoutes } from './signals/routes.js';
 import { webRoutes } from './web/static.js';
+import { Rooms } from './rooms/service.js';
+import { roomRoutes } from './rooms/routes.js';
 
 export interface ProviderOptions {
   logger?: Logger;
@@ -130,6 +132,7 @@ export class Provider {
       federation: null,
       attachments,
       metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
+      rooms: new Rooms({ db: storage.db, domain: config.domain, clock, bus, postLimiter: limiter('room-post', config.roomPostRatePerMinute, 60_000) }),
       signals: new Signals({ db: storage.db, domain: config.domain, clock, bus, logger, skewMs: config.clockSkewMs, outbound: () => ctx.federation }),
     };
     let realtimeRef: Realtime | null = null;
@@ -170,6 +173,7 @@ export class Provider {
     richRoutes(app, ctx);
     attachmentRoutes(app, ctx, attachments);
     signalsRoutes(app, ctx);
+    roomRoutes(app, ctx);
     // The browser client (web/, built into dist/web) at "/".
     webRoutes(app, logger);
 

@@ -5,6 +5,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type 
 import type { Database } from './schema.js';
 import { initial } from './migrations/001_initial.js';
 import { rich } from './migrations/002_rich.js';
+import { rooms } from './migrations/003_rooms.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -163,7 +164,7 @@ export async function openStorage(url: string): Promise<Storage> {
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {
-  return { '001_initial': initial(dialect), '002_rich': rich(dialect) };
+  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '003_rooms': rooms(dialect) };
 }
 
 /** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */
