@@ -14,6 +14,7 @@ import type { AttachmentRef } from './protocol/rich.js';
 import type { Signals } from './signals/service.js';
 import type { SignalBody } from './signals/wire.js';
 import type { DeliveryTransport } from './federation/transports.js';
+import type { Rooms } from './rooms/service.js';
 
 /** What the messaging capability needs from federation (implemented in src/federation/). */
 export interface FederationPort {
@@ -85,4 +86,9 @@ export interface AppContext {
   attachments: AttachmentsPort;
   /** Typing indicators, read receipts and the user's settings for them (src/signals/). */
   signals: Signals;
+  /** Rooms hosted here, beside conversations (src/rooms/, docs/rooms.md). */
+  rooms: RoomsPort;
 }
+
+/** Rooms (src/rooms/): hosting, membership state, policy, the ordered room log. */
+export type RoomsPort = Rooms;

@@ -32,6 +32,8 @@ import { signalsRoutes } from './signals/routes.js';
 import { webRoutes } from './web/static.js';
 import { Push } from './push/service.js';
 import { pushRoutes } from './push/routes.js';
+import { Rooms } from './rooms/service.js';
+import { roomRoutes } from './rooms/routes.js';
 
 export interface ProviderOptions {
   logger?: Logger;
@@ -136,6 +138,7 @@ export class Provider {
       federation: null,
       attachments,
       metrics: new Metrics({ defaultMetrics: opts.defaultMetrics ?? true, connections: () => realtimeRef?.connectionCount ?? 0 }),
+      rooms: new Rooms({ db: storage.db, domain: config.domain, clock, bus, postLimiter: limiter('room-post', config.roomPostRatePerMinute, 60_000) }),
       signals: new Signals({ db: storage.db, domain: config.domain, clock, bus, logger, skewMs: config.clockSkewMs, outbound: () => ctx.federation }),
     };
     let realtimeRef: Realtime | null = null;
@@ -187,6 +190,7 @@ export class Provider {
     const push = new Push({ db: storage.db, config: config.push, domain: config.domain, clock, bus, logger, strikes: limiter('push-invalid', 5, 3_600_000) });
     await push.init();
     pushRoutes(app, ctx, push);
+    roomRoutes(app, ctx);
     // The browser client (web/, built into dist/web) at "/".
     webRoutes(app, logger);
 

@@ -50,6 +50,9 @@ export type BusEvent =
       recipients: string[];
     }
   | { type: 'settings'; address: string; sendReadReceipts: boolean }
+  // Rooms (src/rooms/): a frame for the rich-mode sockets of local members (roomMessage,
+  // roomMembers). Not replayed on resume: clients catch up from the room's history.
+  | { type: 'room'; recipients: string[]; frame: string }
   | { type: 'session-revoked'; sessionId: string };
 
 /**

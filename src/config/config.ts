@@ -21,6 +21,8 @@ export interface Config {
   metricsToken: string | null;
   /** Messages one user may send per minute. */
   sendRatePerMinute: number;
+  /** Messages one member may post to one room per minute (src/rooms/). */
+  roomPostRatePerMinute: number;
   /** Accounts one client address may create per hour through POST /users. */
   registrationsPerHour: number;
   /** Largest file (attachment, or seed-000 base64 `messageFormatted` once decoded), in bytes. */
@@ -240,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: (get('INTERTALK_TRUST_PROXY') ?? 'false') === 'true',
     metricsToken: get('INTERTALK_METRICS_TOKEN') ?? null,
     sendRatePerMinute: parseInteger('INTERTALK_SEND_RATE', get('INTERTALK_SEND_RATE') ?? '6000', 1, 100_000_000),
+    roomPostRatePerMinute: parseInteger('INTERTALK_ROOM_POST_RATE', get('INTERTALK_ROOM_POST_RATE') ?? '120', 1, 100_000_000),
     registrationsPerHour: parseInteger('INTERTALK_REGISTRATION_RATE', get('INTERTALK_REGISTRATION_RATE') ?? '30', 1, 100_000_000),
     maxAttachment: within('INTERTALK_MAX_ATTACHMENT', parseSize('INTERTALK_MAX_ATTACHMENT', get('INTERTALK_MAX_ATTACHMENT') ?? '10MiB'), 1, 1024 * 1024 * 1024),
     attachmentQuota: parseSize('INTERTALK_ATTACHMENT_QUOTA', get('INTERTALK_ATTACHMENT_QUOTA') ?? '1024MiB'),

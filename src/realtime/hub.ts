@@ -339,6 +339,9 @@ export class Realtime {
       case 'settings':
         this.sendRich([e.address], JSON.stringify({ type: 'settings', sendReadReceipts: e.sendReadReceipts }));
         break;
+      case 'room':
+        this.sendRich(e.recipients, e.frame);
+        break;
       case 'session-revoked':
         this.closeSession(e.sessionId);
         break;

@@ -263,6 +263,52 @@ export interface PushSettingsTable {
   content_free: Generated<number>;
 }
 
+export interface RoomsTable {
+  name: string;
+  visibility: string; // 'public' | 'invite'
+  history: string; // 'join' | 'start'
+  title: string | null;
+  topic: string | null;
+  created_by: string;
+  created_at: number;
+  last_seq: Generated<number>;
+}
+
+export interface RoomMembersTable {
+  room: string;
+  address: string;
+  role: string; // 'owner' | 'moderator' | 'member'
+  joined_at: number;
+  joined_seq: number;
+}
+
+export interface RoomMessagesTable {
+  room: string;
+  seq: number;
+  id: string;
+  sender: string;
+  sent_at: string;
+  sent_ms: number;
+  body: string; // JSON of the room message
+  removed_at: number | null;
+  created_at: number;
+}
+
+export interface RoomInvitesTable {
+  code: string;
+  room: string;
+  uses_left: number | null; // null: multi-use
+  created_by: string;
+  created_at: number;
+}
+
+export interface RoomBansTable {
+  room: string;
+  subject: string; // an address or a domain
+  created_by: string;
+  created_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -290,4 +336,9 @@ export interface Database {
   push_queue: PushQueueTable;
   push_mutes: PushMutesTable;
   push_settings: PushSettingsTable;
+  rooms: RoomsTable;
+  room_members: RoomMembersTable;
+  room_messages: RoomMessagesTable;
+  room_invites: RoomInvitesTable;
+  room_bans: RoomBansTable;
 }
