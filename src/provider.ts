@@ -3,6 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
+import type { LookupAll } from './federation/net.js';
 import type { Config } from './config/config.js';
 import type { AppContext, FederationPort } from './context.js';
 import { openStorage } from './storage/db.js';
@@ -43,6 +44,8 @@ export interface ProviderOptions {
   defaultMetrics?: boolean;
   /** Builds the federation capability once the core exists (see src/federation/). */
   federation?: (ctx: AppContext, app: FastifyInstance) => Promise<(FederationPort & { start(): void; stop(): Promise<void> }) | null>;
+  /** DNS resolution for outbound requests to user-chosen URLs (Web Push endpoints); tests only. */
+  lookup?: LookupAll;
 }
 
 export function createLogger(config: Config): Logger {
@@ -187,7 +190,7 @@ export class Provider {
     richRoutes(app, ctx);
     attachmentRoutes(app, ctx, attachments);
     signalsRoutes(app, ctx);
-    const push = new Push({ db: storage.db, config: config.push, domain: config.domain, clock, bus, logger, strikes: limiter('push-invalid', 5, 3_600_000) });
+    const push = new Push({ db: storage.db, config: config.push, domain: config.domain, clock, bus, logger, strikes: limiter('push-invalid', 5, 3_600_000), ...(opts.lookup ? { lookup: opts.lookup } : {}) });
     await push.init();
     pushRoutes(app, ctx, push);
     roomRoutes(app, ctx);

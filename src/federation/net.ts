@@ -66,6 +66,8 @@ export interface PeerHttpOptions {
    * is passed). When omitted, Node's default store is used, which includes NODE_EXTRA_CA_CERTS.
    */
   ca?: string | Buffer;
+  /** DNS resolution (default: the system resolver). */
+  lookup?: LookupAll;
 }
 
 export interface PeerRequestInit {
@@ -150,6 +152,45 @@ function classify(err: unknown, host: string): PeerNetworkError {
   return new PeerNetworkError('connect_failed', `${host}: ${msg}`, { cause: err });
 }
 
+/** DNS resolution, all addresses of a host (an interface so tests can point a name at an address). */
+export type LookupAll = (host: string, callback: (err: NodeJS.ErrnoException | null, addresses: Array<{ address: string; family: number }>) => void) => void;
+export const systemLookup: LookupAll = (host, callback) => lookup(host, { all: true, verbatim: true }, callback);
+
+/**
+ * Connects `options.hostname` only to public unicast addresses (isPublicAddress), trying them in
+ * resolver order; a host with none fails with `blocked_address`. The socket goes to the vetted IP
+ * itself (TLS still verifies the name), so a second DNS answer cannot rebind it. Used by PeerHttp
+ * and by every other outbound client a stranger can point at a URL (Web Push endpoints).
+ */
+export function connectPublic(
+  connector: buildConnector.connector,
+  options: buildConnector.Options,
+  callback: buildConnector.Callback,
+  lookupAll: LookupAll = systemLookup,
+): void {
+  const host = options.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  const https = options.protocol === 'https:';
+  const port = Number(options.port) || (https ? 443 : 80);
+  const attempt = (target: string, cb: buildConnector.Callback) =>
+    connector({ ...options, hostname: target, port: String(port), ...(https && !isIP(host) ? { servername: host } : {}) }, cb);
+  lookupAll(host, (err, addresses) => {
+    if (err) return callback(new PeerNetworkError('dns', `${host}: DNS lookup failed (${err.code ?? err.message})`, { cause: err }), null);
+    const usable = addresses.map((a) => a.address).filter(isPublicAddress);
+    if (usable.length === 0) {
+      const list = addresses.map((a) => a.address).join(', ') || 'no addresses';
+      return callback(new PeerNetworkError('blocked_address', `${host} resolves to non-public addresses (${list})`), null);
+    }
+    // Try the vetted addresses in resolver order; move on only when an address is unreachable.
+    const next = (i: number) =>
+      attempt(usable[i]!, (...args) => {
+        const [e] = args;
+        if (e && i + 1 < usable.length && RETRY_NEXT_ADDRESS.has(errCode(e))) return next(i + 1);
+        callback(...args);
+      });
+    next(0);
+  });
+}
+
 /** A counting semaphore per key; waiters leave the queue when their signal aborts. */
 class KeyedSemaphore {
   private readonly slots = new Map<string, { active: number; waiters: Array<() => void> }>();
@@ -201,8 +242,10 @@ export class PeerHttp {
   private readonly agent: Agent;
   private readonly connector: buildConnector.connector;
   private readonly semaphore: KeyedSemaphore;
+  private readonly lookupAll: LookupAll;
 
   constructor(opts: PeerHttpOptions) {
+    this.lookupAll = opts.lookup ?? systemLookup;
     this.resolveMap = opts.resolve;
     this.insecurePeers = opts.insecurePeers;
     this.timeoutMs = opts.timeoutMs;
@@ -237,23 +280,7 @@ export class PeerHttp {
     if (isIP(host) || !isValidDomain(host)) {
       return callback(new PeerNetworkError('blocked_address', `${host}: peers are reached by domain name only`), null);
     }
-    const port = Number(options.port) || (https ? 443 : 80);
-    lookup(host, { all: true, verbatim: true }, (err, addresses) => {
-      if (err) return callback(new PeerNetworkError('dns', `${host}: DNS lookup failed (${err.code ?? err.message})`, { cause: err }), null);
-      const usable = addresses.map((a) => a.address).filter(isPublicAddress);
-      if (usable.length === 0) {
-        const list = addresses.map((a) => a.address).join(', ') || 'no addresses';
-        return callback(new PeerNetworkError('blocked_address', `${host} resolves to non-public addresses (${list})`), null);
-      }
-      // Try the vetted addresses in resolver order; move on only when an address is unreachable.
-      const next = (i: number) =>
-        attempt(usable[i]!, port, (...args) => {
-          const [e] = args;
-          if (e && i + 1 < usable.length && RETRY_NEXT_ADDRESS.has(errCode(e))) return next(i + 1);
-          callback(...args);
-        });
-      next(0);
-    });
+    connectPublic(this.connector, options, callback, this.lookupAll);
   }
 
   async request(url: URL | string, init: PeerRequestInit): Promise<PeerResponse> {

@@ -3,7 +3,8 @@
 // (rows are claimed with a lease, so each push is sent by one instance).
 import { createPublicKey, randomBytes, randomUUID } from 'node:crypto';
 import webpush from 'web-push';
-import { request } from 'undici';
+import { Agent, buildConnector, request } from 'undici';
+import { PeerNetworkError, connectPublic, type LookupAll } from '../federation/net.js';
 import type { Logger } from 'pino';
 import type { Db } from '../storage/db.js';
 import { storableText } from '../storage/db.js';
@@ -22,6 +23,8 @@ export interface PushOptions {
   logger: Logger;
   /** Strikes (invalid subscriptions) per user; refused registrations once exhausted. */
   strikes: RateLimiter;
+  /** DNS resolution for push endpoints (default: the system resolver); tests point names at addresses. */
+  lookup?: LookupAll;
 }
 
 export interface SubscriptionView {
@@ -72,8 +75,19 @@ export class Push {
   private unsubscribe: (() => void) | null = null;
   private readonly bookkeeping = new Set<Promise<unknown>>();
   private chain: Promise<unknown> = Promise.resolve();
+  /**
+   * Endpoints are URLs chosen by users, so a push must never reach an internal address: the
+   * connection goes only to a public address the endpoint's name resolves to (connectPublic), not
+   * just to a name that looked public when the subscription was made. Insecure mode (tests) lifts it.
+   */
+  private readonly agent: Agent;
 
   constructor(private readonly o: PushOptions) {
+    const connector = buildConnector({ rejectUnauthorized: true, timeout: o.config.requestTimeoutMs });
+    this.agent = new Agent({
+      connections: CONCURRENCY,
+      connect: o.config.insecureEndpoints ? connector : (options, callback) => connectPublic(connector, options, callback, o.lookup),
+    });
     this.db = o.db;
   }
 
@@ -111,6 +125,7 @@ export class Push {
     this.timer = null;
     while (this.running) await this.running;
     await Promise.allSettled([...this.bookkeeping]);
+    await this.agent.close().catch(() => undefined);
   }
 
   /** Resolves once the pushes of every message heard so far are queued (tests). */
@@ -438,6 +453,7 @@ export class Push {
         headersTimeout: this.o.config.requestTimeoutMs,
         bodyTimeout: this.o.config.requestTimeoutMs,
         maxRedirections: 0,
+        dispatcher: this.agent,
       } as Parameters<typeof request>[1]);
       status = res.statusCode;
       retryAfter = retryAfterMs(res.headers['retry-after'], now);
@@ -445,6 +461,17 @@ export class Push {
       error = `${status} ${text.slice(0, 200)}`;
     } catch (err) {
       error = String((err as Error).message ?? err).slice(0, 200);
+      const cause = (err as { cause?: unknown }).cause;
+      if (err instanceof PeerNetworkError || cause instanceof PeerNetworkError) {
+        const e = (err instanceof PeerNetworkError ? err : cause) as PeerNetworkError;
+        if (e.code === 'blocked_address') {
+          // Not a passing failure: the endpoint's name points inside. Retrying will not help.
+          this.o.logger.warn({ userId, subscription: sub.id, kind: job.kind, error: storableText(e.message) }, 'push endpoint resolves to a non-public address: subscription removed');
+          await this.remove(userId, sub.id);
+          if (job.kind === 'validation') await this.o.strikes.hit(String(userId));
+          return;
+        }
+      }
     }
     const log = { userId, subscription: sub.id, kind: job.kind, status, attempts: Number(job.attempts) + 1 };
     if (status >= 200 && status < 300) {
