@@ -815,7 +815,8 @@ export class Chat {
   }
 
   private notify(m: Message): void {
-    if (!this.notificationsAllowed || typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    // The permission may have come from the push toggle (push.ts) rather than enableNotifications.
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
     if (document.visibilityState === 'visible') return;
     const c = this.conversations.get(m.conversationId);
     const from = localPart(m.from);

@@ -7,7 +7,9 @@ import { NewConversationDialog } from './Dialogs';
 export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: string | null; onLogout: () => void }) {
   const [creating, setCreating] = useState(false);
   const list = chat.sortedConversations();
-  const canNotify = typeof Notification !== 'undefined' && Notification.permission === 'default' && !chat.notificationsAllowed;
+  // One bell: where Web Push works, its toggle also asks for the permission that in-tab
+  // notifications use; the in-tab-only bell is for browsers without push.
+  const canNotify = chat.push.state === 'unsupported' && typeof Notification !== 'undefined' && Notification.permission === 'default' && !chat.notificationsAllowed;
 
   return (
     <aside class="sidebar" aria-label="Conversations">
