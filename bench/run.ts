@@ -13,7 +13,7 @@
 // BENCH_POSTGRES (admin URL, default postgres://postgres@127.0.0.1:5432/test; "off" skips),
 // BENCH_REDIS (default redis://127.0.0.1:6379), BENCH_RATES (default 1000,5000).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus, totalmem } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ import { Agent, Pool, fetch } from 'undici';
 import WebSocket from 'ws';
 import { makeCa, type TestCa } from '../src/devnet/ca.js';
 import { freePort } from '../src/devnet/network.js';
+import { sideBySide, ours, ejabberd, type SideRow } from './peer.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'intertalk.js');
@@ -35,7 +36,15 @@ const RATES = (process.env.BENCH_RATES ?? '1000,5000').split(',').map(Number).fi
 const NO_LIMITS = { INTERTALK_WS_PENDING_PER_CLIENT: '1000000', INTERTALK_SEND_RATE: '100000000', INTERTALK_REGISTRATION_RATE: '100000000', INTERTALK_FEDERATION_RATE: '100000000' };
 /** BENCH_ONLY=local,federated,connections,cluster runs only those phases (the baseline always runs). */
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
-const phase = (name: 'local' | 'federated' | 'connections' | 'cluster') => ONLY === null || ONLY.has(name);
+const phase = (name: 'local' | 'federated' | 'connections' | 'cluster' | 'peer') => (name === 'peer' ? PEER !== null && (ONLY === null || ONLY.has(name)) : ONLY === null || ONLY.has(name));
+/** `npm run bench -- --peer ejabberd` or BENCH_PEER=ejabberd: the same load on ejabberd, side by side (bench/peer.ts). */
+const PEER = ((): 'ejabberd' | null => {
+  const i = process.argv.indexOf('--peer');
+  const v = i >= 0 ? process.argv[i + 1] : process.env.BENCH_PEER;
+  if (!v || v === 'off') return null;
+  if (v !== 'ejabberd') throw new Error(`unknown benchmark peer ${v} (known: ejabberd)`);
+  return v;
+})();
 
 interface Row {
   name: string;
@@ -533,6 +542,42 @@ async function warmUp(pools: Pool[], hdr: Record<string, string>, from: string, 
   await settle(rx, texts, 15_000);
 }
 
+/** intertalk (SQLite, WebSocket send path) and ejabberd under the same load: local, then federated. */
+async function peerPhases(side: SideRow[], dir: string, fed: Federation): Promise<void> {
+  const ejDir = mkdtempSync(join(tmpdir(), 'intertalk-bench-ejabberd-'));
+  chmodSync(ejDir, 0o755); // ejabberd runs as its own user
+  try {
+    const localOurs = async () => {
+      const port = await freePort();
+      const c = startChild([BIN, 'serve'], { INTERTALK_LISTEN: `127.0.0.1:${port}`, INTERTALK_DATABASE: `sqlite:${join(dir, `peer-local-${randomBytes(3).toString('hex')}.db`)}`, ...NO_LIMITS });
+      const url = `http://127.0.0.1:${port}`;
+      await waitUp(url);
+      const s = { url, wsUrl: `ws://127.0.0.1:${port}`, domain: 'localhost', pid: c.pid! };
+      return ours(s, s, () => stopChild(c));
+    };
+    side.push(...(await sideBySide('local', localOurs, () => ejabberd(join(ejDir, 'local'), false), DURATION_MS, RATES, true)));
+    const fedOurs = async () => {
+      const [pa, pb] = [await freePort(), await freePort()];
+      const tag = randomBytes(3).toString('hex');
+      const [da, db] = [`pa${tag}.test`, `pb${tag}.test`];
+      const resolve = `${da}=127.0.0.1:${pa},${db}=127.0.0.1:${pb}`;
+      const A = startChild([BIN, 'serve'], { ...tlsEnv(fed.ca, da, pa, await fed.issue(da), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, `${da}.db`)}` });
+      const B = startChild([BIN, 'serve'], { ...tlsEnv(fed.ca, db, pb, await fed.issue(db), resolve), INTERTALK_DATABASE: `sqlite:${join(dir, `${db}.db`)}` });
+      await waitUp(`https://127.0.0.1:${pa}`, fed.ca.caCert, da);
+      await waitUp(`https://127.0.0.1:${pb}`, fed.ca.caCert, db);
+      const a = { url: `https://127.0.0.1:${pa}`, wsUrl: `wss://127.0.0.1:${pa}`, domain: da, ca: fed.ca.caCert, pid: A.pid! };
+      const b = { url: `https://127.0.0.1:${pb}`, wsUrl: `wss://127.0.0.1:${pb}`, domain: db, ca: fed.ca.caCert, pid: B.pid! };
+      return ours(a, b, async () => {
+        await stopChild(A);
+        await stopChild(B);
+      });
+    };
+    side.push(...(await sideBySide('federated', fedOurs, () => ejabberd(join(ejDir, 'federated'), true), DURATION_MS, RATES, false)));
+  } finally {
+    rmSync(ejDir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const rows: Row[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'intertalk-bench-'));
@@ -594,6 +639,10 @@ async function main() {
     await stopChild(B);
   }
 
+  // 3b. The same load on ejabberd, side by side.
+  const side: SideRow[] = [];
+  if (phase('peer')) await peerPhases(side, dir, fed);
+
   // 4. Idle connections on one instance.
   if (phase('connections')) await connectionsPhase(rows, dir);
 
@@ -613,13 +662,21 @@ async function main() {
   ].join('\n');
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${process.platform}`;
   const date = new Date().toISOString();
+  const sideMd = side.length
+    ? [
+        '| measurement | unit | intertalk | ejabberd | intertalk ÷ ejabberd | notes |',
+        '|---|---|---:|---:|---:|---|',
+        ...side.map((r) => `| ${r.measurement} | ${r.unit} | ${r.unit === 'ms' ? r.intertalk.toFixed(2) : r.intertalk} | ${r.unit === 'ms' ? r.ejabberd.toFixed(2) : r.ejabberd} | ${r.ejabberd ? (r.intertalk / r.ejabberd).toFixed(2) : ''} | ${r.notes} |`),
+      ].join('\n')
+    : '';
   const settings = `${DURATION_MS / 1000} s per throughput run, ${LATENCY_MS / 1000} s per latency run, ${CONNECTIONS} HTTP connections, ${WS_TOTAL} idle WebSockets requested; whole run ${((Date.now() - started) / 1000).toFixed(0)} s`;
   console.log(`\nintertalk benchmark — ${date} — ${machine}\n${settings}\n`);
   console.log(md);
+  if (sideMd) console.log(`\nSide by side with ${PEER} (same load generator, same run):\n\n${sideMd}`);
   const out = join(ROOT, 'bench', 'results');
   mkdirSync(out, { recursive: true });
-  const json = JSON.stringify({ date, machine, durationMs: DURATION_MS, latencyMs: LATENCY_MS, connections: CONNECTIONS, websockets: WS_TOTAL, rates: RATES, rows }, null, 2) + '\n';
-  const mdFile = `# Benchmark results\n\n${date} — ${machine}\n\n${settings}. Command: \`npm run bench\`.\n\n${md}\n`;
+  const json = JSON.stringify({ date, machine, durationMs: DURATION_MS, latencyMs: LATENCY_MS, connections: CONNECTIONS, websockets: WS_TOTAL, rates: RATES, rows, ...(side.length ? { peer: PEER, sideBySide: side } : {}) }, null, 2) + '\n';
+  const mdFile = `# Benchmark results\n\n${date} — ${machine}\n\n${settings}. Command: \`npm run bench${PEER ? ` -- --peer ${PEER}` : ''}\`.\n\n${md}\n${sideMd ? `\n## Side by side with ${PEER}\n\n${sideMd}\n` : ''}`;
   const stamp = date.replace(/[:.]/g, '-');
   writeFileSync(join(out, 'latest.json'), json);
   writeFileSync(join(out, 'latest.md'), mdFile);
