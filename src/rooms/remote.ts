@@ -50,12 +50,14 @@ export class RemoteRooms {
   constructor(private readonly o: RemoteRoomsOptions) {}
 
   /** One request to the host on behalf of `user`; the host's answer, or 502/504 when it cannot be reached. */
-  private async call(host: string, method: 'PUT' | 'DELETE' | 'POST', path: string, user: string, body: string, contentType = 'application/json'): Promise<PeerAnswer> {
+  private async call(host: string, method: 'PUT' | 'DELETE' | 'POST', path: string, user: string | null, body: string, contentType = 'application/json'): Promise<PeerAnswer> {
     let res;
     try {
       const base = await this.o.peers.baseUrl(host);
-      const token = await this.o.peers.signUser(host, user);
-      res = await this.o.peers.request(`${base}${path}`, { method, headers: { 'content-type': contentType, authorization: `Bearer ${token}` }, body, timeoutMs: this.o.timeoutMs, maxResponseBytes: 256 * 1024 });
+      const headers: Record<string, string> = { 'content-type': contentType };
+      // A signed room message carries its own proof (the revision: no Authorization needed).
+      if (user !== null) headers.authorization = `Bearer ${await this.o.peers.signUser(host, user)}`;
+      res = await this.o.peers.request(`${base}${path}`, { method, headers, body, timeoutMs: this.o.timeoutMs, maxResponseBytes: 256 * 1024 });
     } catch (e) {
       this.o.peers.invalidate(host);
       const text = e instanceof Error ? e.message : String(e);
@@ -117,7 +119,7 @@ export class RemoteRooms {
       body.format = m.format!;
     }
     const jws = await this.o.peers.signJws(signedPayload(body));
-    return this.call(room.domain, 'POST', this.path(room, '/messages'), user, jws, 'application/jose');
+    return this.call(room.domain, 'POST', this.path(room, '/messages'), null, jws, 'application/jose');
   }
 
   async membership(room: string, user: string): Promise<{ joined_seq: number } | null> {

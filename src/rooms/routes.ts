@@ -257,7 +257,7 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
   app.post('/rooms/:room/messages', async (req, reply) => {
     // From a member's provider: the body is the signed room message (application/jose, or a
     // JSON string), no Authorization needed (the revision).
-    if (req.headers.authorization === undefined && typeof req.body === 'string') {
+    if (typeof req.body === 'string' && (req.headers.authorization === undefined || peerToken(req))) {
       const name = roomName(req);
       if (!peers) throw new HttpError(403, 'federation_disabled', 'this provider does not accept requests from other providers');
       const ip = await ipLimiter.hit(`fed-rooms-ip:${clientBucket(req.ip)}`);
