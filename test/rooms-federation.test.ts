@@ -140,6 +140,16 @@ describe('rooms hosted on a.test with members on a.test, b.test and c.test', () 
       const h = await history(u, LOBBY);
       assert.deepEqual(h.map((m) => [m.seq, m.id, m.from, m.message, m.sentAt]), onA.map((m) => [m.seq, m.id, m.from, m.message, m.sentAt]), `${u.address}'s mirror`);
     }
+    // The host's history for a member's provider (the revision): a JSON array of the JWS, each
+    // verifiable with its sender's domain's keys; with a token for a member, bound to the request.
+    const peerToken = await fed(net.provider('b.test')).keys.sign({ aud: 'a.test', sub: bob.address });
+    const signedHistory = await raw('a.test', 'GET', '/rooms/lobby/messages?limit=10', { headers: { authorization: `Bearer ${peerToken}` } });
+    assert.equal(signedHistory.status, 200, JSON.stringify(signedHistory.body));
+    assert.equal(signedHistory.body.length, 4);
+    const payloads = signedHistory.body.map((j: string) => JSON.parse(Buffer.from(j.split('.')[1]!, 'base64url').toString()));
+    assert.deepEqual(payloads.map((p: any) => [p.room, p.from, p.id]), sent.map((m) => [LOBBY, m.from, m.id]));
+    const notMember = await fed(net.provider('b.test')).keys.sign({ aud: 'a.test', sub: 'nobody@b.test' });
+    assert.equal((await raw('a.test', 'GET', '/rooms/lobby/messages', { headers: { authorization: `Bearer ${notMember}` } })).status, 403);
     // The same id again through b.test is a replay at the host: stored once.
     const again = await api(net, 'b.test', 'POST', `/rooms/${enc(LOBBY)}/messages`, { token: bob.token, json: { message: 'hello from b', id: sent[1].id } });
     assert.equal(again.status, 201);
@@ -237,6 +247,8 @@ describe('rooms hosted on a.test with members on a.test, b.test and c.test', () 
     const refused = await post(bob, LOBBY, 'let me in');
     assert.equal(refused.status, 403);
     assert.equal(refused.body.error, 'not_a_member');
+    // b.test learns it from the refusal: bob's membership is gone there too.
+    assert.deepEqual((await api(net, 'b.test', 'GET', '/me/rooms', { token: bob.token })).body.rooms, []);
     // A whole domain.
     const banC = await api(net, 'a.test', 'PUT', `/rooms/lobby/bans/c.test`, { token: alice.token });
     assert.deepEqual(banC.body.removed, [carol.address]);

@@ -11,6 +11,7 @@ import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
 import { PeerNetworkError } from '../federation/net.js';
+import { HttpError } from '../http/errors.js';
 import type { IssuerGate } from '../federation/verify.js';
 import { domainOf } from '../protocol/address.js';
 import { parseRoomAddress, parseRoomMessage, type RoomMessageInput } from './protocol.js';
@@ -88,6 +89,7 @@ export class RemoteRooms {
   /** Joins `user` to a room hosted elsewhere (the code, if any, goes to the host as is). */
   async join(user: string, room: RoomAddress, code: string | null): Promise<PeerAnswer> {
     const res = await this.call(room.domain, 'PUT', this.path(room, `/members/${encodeURIComponent(user)}`), user, JSON.stringify(code ? { code } : {}));
+    if (res.status === 403 && (res.body as { error?: unknown } | null)?.error === 'banned') await this.forget(room.full, user);
     if (res.status === 200 || res.status === 201) {
       const info = (res.body ?? {}) as { lastSeq?: unknown; history?: unknown };
       const lastSeq = typeof info.lastSeq === 'number' && Number.isSafeInteger(info.lastSeq) && info.lastSeq >= 0 ? info.lastSeq : 0;
@@ -119,7 +121,13 @@ export class RemoteRooms {
       body.format = m.format!;
     }
     const jws = await this.o.peers.signJws(signedPayload(body));
-    return this.call(room.domain, 'POST', this.path(room, '/messages'), null, jws, 'application/jose');
+    const res = await this.call(room.domain, 'POST', this.path(room, '/messages'), null, jws, 'application/jose');
+    // The host removed or banned them meanwhile (it does not tell us): forget the membership.
+    if (res.status === 403 || res.status === 404) {
+      const code = (res.body as { error?: unknown } | null)?.error;
+      if (code === 'not_a_member' || code === 'no_such_room') await this.forget(room.full, user);
+    }
+    return res;
   }
 
   async membership(room: string, user: string): Promise<{ joined_seq: number } | null> {
@@ -130,7 +138,7 @@ export class RemoteRooms {
   /** GET /rooms/{name#host}/messages: from the mirror, what the host delivered here. */
   async history(user: string, room: RoomAddress, q: { since?: number; after?: number; limit: number }): Promise<RoomMessage[]> {
     const m = await this.membership(room.full, user);
-    if (!m) throw Object.assign(new Error('not a member'), { status: 403 });
+    if (!m) throw new HttpError(403, 'not_a_member', `${user} is not a member of ${room.full}`);
     let query = this.o.db.selectFrom('remote_room_messages').select(['seq', 'body']).where('room', '=', room.full).where('seq', '>', m.joined_seq);
     if (q.since !== undefined) query = query.where('sent_ms', '>=', q.since);
     if (q.after !== undefined) query = query.where('seq', '>', q.after);

@@ -346,6 +346,17 @@ export class Rooms {
     return rows.map((row) => this.toMessage(name, row));
   }
 
+  /**
+   * GET /rooms/{room}/messages from a member's provider (the revision): the same messages as
+   * history(), as the JSON array of their signed forms (JWS), in room order.
+   */
+  async signedHistory(name: string, viewer: string, q: { since?: number; after?: number; limit: number }): Promise<string[]> {
+    const seqs = (await this.history(name, viewer, q)).map((m) => m.seq);
+    if (seqs.length === 0) return [];
+    const rows = await this.d.db.selectFrom('room_messages').select(['seq', 'jws']).where('room', '=', name).where('seq', 'in', seqs).orderBy('seq').execute();
+    return rows.flatMap((r) => (r.jws ? [r.jws] : []));
+  }
+
   /** A moderator removes a message (its text is scrubbed from the log). */
   async removeMessage(name: string, by: string, seq: number): Promise<boolean> {
     await this.requireModerator(name, by);
