@@ -11,11 +11,14 @@ import type { Clock } from '../util/clock.js';
 import { backoffDelay, classifyStatus, parseRetryAfter } from '../federation/backoff.js';
 import { PeerNetworkError } from '../federation/net.js';
 import { domainOf } from '../protocol/address.js';
+import { randomId } from '../util/ids.js';
 import type { RoomPeers } from './peers.js';
 
 /** Messages per POST /roomMessages when a provider has several to catch up on. */
 export const MAX_FANOUT_MESSAGES = 50;
 const MAX_FANOUT_BYTES = 2 * 1024 * 1024;
+/** A drain holds its cursor's lease this long, renewed before each request (as the outbox does). */
+const LEASE_MS = 30_000;
 
 export interface FanoutItem {
   seq: number;
@@ -48,6 +51,7 @@ export interface FanoutOptions {
 }
 
 export class RoomFanout {
+  readonly instanceId = randomId(8);
   private readonly draining = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
@@ -66,6 +70,20 @@ export class RoomFanout {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await Promise.allSettled([...this.draining.values()]);
+    await this.o.db.updateTable('room_deliveries').set({ lease_owner: null, lease_until: null }).where('lease_owner', '=', this.instanceId).execute().catch(() => undefined);
+  }
+
+  /** Takes (or renews) the cursor's lease: one instance at a time delivers a cursor, in order. */
+  private async lease(room: string, domain: string): Promise<boolean> {
+    const now = this.o.clock.now();
+    const res = await this.o.db
+      .updateTable('room_deliveries')
+      .set({ lease_owner: this.instanceId, lease_until: now + Math.max(LEASE_MS, 2 * this.o.timeoutMs) })
+      .where('room', '=', room)
+      .where('domain', '=', domain)
+      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now), eb('lease_owner', '=', this.instanceId)]))
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
   }
 
   /** Every cursor behind its room's log and due: drain it. */
@@ -117,6 +135,15 @@ export class RoomFanout {
   }
 
   private async drain(room: string, domain: string): Promise<void> {
+    if (!(await this.lease(room, domain))) return;
+    try {
+      await this.drainLeased(room, domain);
+    } finally {
+      await this.o.db.updateTable('room_deliveries').set({ lease_owner: null, lease_until: null }).where('room', '=', room).where('domain', '=', domain).where('lease_owner', '=', this.instanceId).execute();
+    }
+  }
+
+  private async drainLeased(room: string, domain: string): Promise<void> {
     const address = `${room}#${this.o.domain}`;
     while (!this.stopped) {
       const now = this.o.clock.now();
@@ -151,6 +178,8 @@ export class RoomFanout {
         await this.advance(room, domain, from, upTo, null);
         continue;
       }
+      // Before each request: still ours? (Stalled past the lease, another instance may have it.)
+      if (!(await this.lease(room, domain))) return;
       const blocked = (await this.o.isBlocked?.(domain)) ?? false;
       const outcome = blocked ? { kind: 'fail' as const, reason: `${domain} is blocked by this provider` } : await this.send(domain, fanoutBody(address, items));
       this.o.onAttempt?.(outcome.kind);

@@ -224,7 +224,7 @@ export class Rooms {
       // A member on another provider: that provider gets the room's messages from here on.
       const domain = domainOf(address);
       if (domain !== this.d.domain) {
-        await tx.insertInto('room_deliveries').values({ room: name, domain, last_seq: Number(r.last_seq), failures: 0, next_attempt_at: 0, last_error: null, updated_at: now }).onConflict((oc) => oc.columns(['room', 'domain']).doNothing()).execute();
+        await tx.insertInto('room_deliveries').values({ room: name, domain, last_seq: Number(r.last_seq), failures: 0, next_attempt_at: 0, last_error: null, updated_at: now, lease_owner: null, lease_until: null }).onConflict((oc) => oc.columns(['room', 'domain']).doNothing()).execute();
       }
       return true;
     });

@@ -304,6 +304,8 @@ export interface RoomDeliveriesTable {
   next_attempt_at: number;
   last_error: string | null;
   updated_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
 }
 
 export interface RemoteRoomMembersTable {

@@ -19,6 +19,9 @@ export function roomsFederation(_dialect: Dialect) {
         .addColumn('next_attempt_at', 'bigint', (c) => c.notNull().defaultTo(0))
         .addColumn('last_error', 'text')
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        // Which instance delivers this cursor now (several instances share one database).
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_until', 'bigint')
         .addPrimaryKeyConstraint('room_deliveries_pk', ['room', 'domain'])
         .execute();
       await db.schema
