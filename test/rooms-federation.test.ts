@@ -272,6 +272,9 @@ describe('rooms hosted on a.test with members on a.test, b.test and c.test', () 
     const no = await join(bob, 'secret#a.test');
     assert.equal(no.status, 403);
     assert.equal(no.body.error, 'invite_required');
+    // The membership b.test recorded before asking is undone.
+    assert.ok(!(await api(net, 'b.test', 'GET', '/me/rooms', { token: bob.token })).body.rooms.some((r: { room: string }) => r.room === 'secret#a.test'));
+    assert.equal((await api(net, 'b.test', 'GET', `/rooms/${enc('secret#a.test')}/messages`, { token: bob.token })).status, 403);
     const inv = await api(net, 'a.test', 'POST', '/rooms/secret/invites', { token: alice.token, json: { multiUse: false } });
     assert.equal(inv.status, 201);
     const ok = await api(net, 'b.test', 'POST', '/me/rooms', { token: bob.token, json: { referral: inv.body.referral } });

@@ -88,18 +88,30 @@ export class RemoteRooms {
 
   /** Joins `user` to a room hosted elsewhere (the code, if any, goes to the host as is). */
   async join(user: string, room: RoomAddress, code: string | null): Promise<PeerAnswer> {
-    const res = await this.call(room.domain, 'PUT', this.path(room, `/members/${encodeURIComponent(user)}`), user, JSON.stringify(code ? { code } : {}));
-    if (res.status === 403 && (res.body as { error?: unknown } | null)?.error === 'banned') await this.forget(room.full, user);
+    // The membership is recorded before the host is asked: its first delivery may come before
+    // its answer does, and must find the member here. Undone if the host refuses.
+    const fresh = await this.o.db
+      .insertInto('remote_room_members')
+      .values({ room: room.full, address: user, joined_seq: Number.MAX_SAFE_INTEGER, joined_at: this.o.clock.now() })
+      .onConflict((oc) => oc.columns(['room', 'address']).doNothing())
+      .returning('address')
+      .executeTakeFirst();
+    let res: PeerAnswer;
+    try {
+      res = await this.call(room.domain, 'PUT', this.path(room, `/members/${encodeURIComponent(user)}`), user, JSON.stringify(code ? { code } : {}));
+    } catch (e) {
+      if (fresh) await this.forget(room.full, user);
+      throw e;
+    }
     if (res.status === 200 || res.status === 201) {
-      const info = (res.body ?? {}) as { lastSeq?: unknown; history?: unknown };
-      const lastSeq = typeof info.lastSeq === 'number' && Number.isSafeInteger(info.lastSeq) && info.lastSeq >= 0 ? info.lastSeq : 0;
-      await this.o.db
-        .insertInto('remote_room_members')
-        .values({ room: room.full, address: user, joined_seq: info.history === 'start' ? 0 : lastSeq, joined_at: this.o.clock.now() })
-        .onConflict((oc) => oc.columns(['room', 'address']).doNothing())
-        .execute();
+      const info = (res.body ?? {}) as { lastSeq?: unknown; joinedSeq?: unknown; history?: unknown };
+      const seqOf = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+      const lastSeq = seqOf(info.joinedSeq) ?? seqOf(info.lastSeq) ?? 0;
+      // History from the mirror: everything it holds (history "start"), or after the join.
+      if (fresh) await this.o.db.updateTable('remote_room_members').set({ joined_seq: info.history === 'start' ? 0 : lastSeq }).where('room', '=', room.full).where('address', '=', user).execute();
       return { status: res.status, body: { ...(typeof res.body === 'object' && res.body ? res.body : {}), room: room.full } };
     }
+    if (fresh || (res.status === 403 && (res.body as { error?: unknown } | null)?.error === 'banned')) await this.forget(room.full, user);
     return res;
   }
 

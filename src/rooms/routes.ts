@@ -209,7 +209,9 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
       const res = await rooms.join(name, target, codeOf(obj(req.body)));
       inbound.inc({ route: 'members', status: res.joined ? '201' : '200' });
       reply.code(res.joined ? 201 : 200);
-      return res.info;
+      // (ours) The room's seq when the member joined: with history "join" they read after it.
+      const m = await rooms.member(name, target);
+      return { ...res.info, ...(m ? { joinedSeq: m.joined_seq } : {}) };
     }
     const user = await requireUser(ctx, req);
     const t = roomTarget(req);
