@@ -214,6 +214,7 @@ export class Provider {
     await this.app.listen({ host: this.config.listen.host, port: this.config.listen.port });
     this.started = true;
     this.federation?.start();
+    this.ctx.rooms.start();
     this.attachments.start();
     this.push?.start();
     this.housekeeping = setInterval(() => {
@@ -243,6 +244,7 @@ export class Provider {
     if (this.housekeeping) clearInterval(this.housekeeping);
     await this.attachments.stop();
     await this.push?.stop();
+    await this.ctx.rooms.stop();
     await this.federation?.stop();
     await this.realtime.close();
     if (this.started) await this.app.close();

@@ -5,7 +5,7 @@
 // retired_at = null; if two instances create or rotate keys at the same moment, every instance
 // converges on that same key and retires the others with the usual grace period, so tokens
 // already signed with a losing key still verify.
-import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import { CompactSign, SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { randomId } from '../util/ids.js';
@@ -191,6 +191,15 @@ export class SigningKeys {
       jti: randomId(),
     };
     return new SignJWT(payload).setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' }).sign(signer.key);
+  }
+
+  /**
+   * Signs any JSON payload as a compact JWS with the current key (header {alg, kid}): a signed
+   * object that outlives a request, e.g. a room message relayed by the room's host (src/rooms/).
+   */
+  async signJws(payload: Record<string, unknown>): Promise<string> {
+    const signer = await this.currentSigner();
+    return new CompactSign(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({ alg: signer.alg, kid: signer.kid }).sign(signer.key);
   }
 
   private invalidate(): void {

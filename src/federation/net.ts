@@ -71,7 +71,7 @@ export interface PeerHttpOptions {
 }
 
 export interface PeerRequestInit {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   headers?: Record<string, string>;
   body?: string;
   timeoutMs?: number;

@@ -9,7 +9,9 @@ import type { RateLimiter } from '../auth/limiter.js';
 import { randomId } from '../util/ids.js';
 import { HttpError, badRequest, forbidden, notFound, tooMany } from '../http/errors.js';
 import { domainOf } from '../protocol/address.js';
-import { formatReferral, type HistoryPolicy, type RoomMessageInput, type RoomPolicyInput, type Visibility } from './protocol.js';
+import { formatReferral, parseRoomAddress, parseRoomMessage, type HistoryPolicy, type RoomMessageInput, type RoomPolicyInput, type Visibility } from './protocol.js';
+import type { RoomPeers } from './peers.js';
+import type { RoomFanout } from './fanout.js';
 
 export type Role = 'owner' | 'moderator' | 'member';
 
@@ -46,8 +48,58 @@ export interface RoomsDeps {
 
 const MAX_MEMBERS_LISTED = 1000;
 
+/** The room message as signed (JWS payload): the later revision's fields, in this order. */
+export function signedPayload(m: Omit<RoomMessage, 'seq'>): Record<string, unknown> {
+  const o: Record<string, unknown> = { room: m.room, from: m.from, sentAt: m.sentAt, message: m.message };
+  if (m.messageFormatted !== undefined) {
+    o.messageFormatted = m.messageFormatted;
+    o.format = m.format;
+  }
+  o.id = m.id;
+  return o;
+}
+
 export class Rooms {
+  private peers: RoomPeers | null = null;
+  private fanout: RoomFanout | null = null;
+
   constructor(private readonly d: RoomsDeps) {}
+
+  /** Members on other providers (src/rooms/fanout.ts, peers.ts): set once the provider federates. */
+  federate(peers: RoomPeers, fanout: RoomFanout): void {
+    this.peers = peers;
+    this.fanout = fanout;
+  }
+
+  /** Starts delivering to member providers (after the provider listens). */
+  start(): void {
+    this.fanout?.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.fanout?.stop();
+  }
+
+  /**
+   * POST /rooms/{room}/messages from a member's provider: the body is the signed room message
+   * (JWS) of one of its users. The signature must verify with a key of the sender's domain, the
+   * message name this room, the sender be a member; then it is stored like a local post (rate
+   * limit, room order, the same id again is a replay) and relayed as it is.
+   */
+  async postSigned(name: string, jws: unknown): Promise<{ message: RoomMessage; replayed: boolean; signer: string }> {
+    if (!this.peers) throw new HttpError(403, 'federation_disabled', 'this provider does not federate');
+    await this.roomRow(name);
+    const v = await this.peers.verifyJws(jws);
+    if (!v.ok) throw new HttpError(v.status, v.error, v.message, v.retryAfterSeconds ? { 'retry-after': String(Math.ceil(v.retryAfterSeconds)) } : undefined);
+    const p = v.payload;
+    if (domainOf(v.from) === this.d.domain) throw forbidden('a peer cannot post on behalf of our own users', 'sender_is_local');
+    if (parseRoomAddress(p.room)?.full !== this.address(name)) throw badRequest(`room: this is ${this.address(name)}`, 'invalid_room');
+    if (typeof p.id !== 'string' || typeof p.sentAt !== 'string') throw badRequest('a signed room message needs "id" and "sentAt"', 'invalid_message');
+    const m = parseRoomMessage(p, this.d.clock.now(), 5 * 60_000);
+    if (!m.ok) throw badRequest(m.message, 'invalid_message');
+    const res = await this.post(name, v.from, m.value, jws as string);
+    return { ...res, signer: domainOf(v.from) };
+  }
 
   address(name: string): string {
     return `${name}#${this.d.domain}`;
@@ -169,6 +221,11 @@ export class Rooms {
         }
       }
       await tx.insertInto('room_members').values({ room: name, address, role: 'member', joined_at: now, joined_seq: Number(r.last_seq) }).execute();
+      // A member on another provider: that provider gets the room's messages from here on.
+      const domain = domainOf(address);
+      if (domain !== this.d.domain) {
+        await tx.insertInto('room_deliveries').values({ room: name, domain, last_seq: Number(r.last_seq), failures: 0, next_attempt_at: 0, last_error: null, updated_at: now, lease_owner: null, lease_until: null }).onConflict((oc) => oc.columns(['room', 'domain']).doNothing()).execute();
+      }
       return true;
     });
     if (joined) await this.notifyMembers(name, address, 'joined');
@@ -186,6 +243,7 @@ export class Rooms {
     }
     const res = await this.d.db.deleteFrom('room_members').where('room', '=', name).where('address', '=', address).executeTakeFirst();
     const left = Number(res.numDeletedRows) > 0;
+    if (left) await this.dropIdleCursors(name);
     if (left) await this.notifyMembers(name, address, by === address ? 'left' : 'removed', [address]);
     return left;
   }
@@ -206,7 +264,7 @@ export class Rooms {
   }
 
   /** Appends a message from a member to the room's log; an id already used by that sender is a replay. */
-  async post(name: string, from: string, m: RoomMessageInput): Promise<{ message: RoomMessage; replayed: boolean }> {
+  async post(name: string, from: string, m: RoomMessageInput, signed?: string): Promise<{ message: RoomMessage; replayed: boolean }> {
     await this.requireMember(name, from);
     const id = m.id ?? randomId(16);
     const prior = await this.byId(name, from, id);
@@ -220,13 +278,15 @@ export class Rooms {
       body.messageFormatted = storableText(m.messageFormatted);
       body.format = m.format!;
     }
+    // Relayed as signed: a peer's JWS as it came, ours signed here (null when not federating).
+    const jws = signed ?? (this.peers ? await this.peers.signJws(signedPayload(body)) : null);
     let seq: number;
     try {
       seq = await this.d.db.transaction().execute(async (tx) => {
         const row = await tx.updateTable('rooms').set((eb) => ({ last_seq: eb('last_seq', '+', 1) })).where('name', '=', name).returning('last_seq').executeTakeFirstOrThrow();
         const s = Number(row.last_seq);
         const { seq: _s, ...stored } = body;
-        await tx.insertInto('room_messages').values({ room: name, seq: s, id, sender: from, sent_at: sentAt, sent_ms: Date.parse(sentAt), body: JSON.stringify(stored), removed_at: null, created_at: now }).execute();
+        await tx.insertInto('room_messages').values({ room: name, seq: s, id, sender: from, sent_at: sentAt, sent_ms: Date.parse(sentAt), body: JSON.stringify(stored), removed_at: null, created_at: now, jws }).execute();
         return s;
       });
     } catch (err) {
@@ -237,6 +297,7 @@ export class Rooms {
     const message = { ...body, seq };
     const recipients = await this.localMembers(name);
     this.d.bus.publish({ type: 'room', recipients, frame: JSON.stringify({ type: 'roomMessage', message }) });
+    if (this.fanout) void this.fanout.wakeRoom(name).catch(() => undefined);
     return { message, replayed: false };
   }
 
@@ -244,6 +305,14 @@ export class Rooms {
   async localMembers(name: string): Promise<string[]> {
     const rows = await this.d.db.selectFrom('room_members').select('address').where('room', '=', name).execute();
     return rows.map((r) => r.address).filter((a) => domainOf(a) === this.d.domain);
+  }
+
+  /** Cursors of providers with no member left in the room: nothing more goes there. */
+  private async dropIdleCursors(name: string): Promise<void> {
+    const domains = new Set((await this.d.db.selectFrom('room_members').select('address').where('room', '=', name).execute()).map((m) => domainOf(m.address)));
+    const cursors = await this.d.db.selectFrom('room_deliveries').select('domain').where('room', '=', name).execute();
+    const idle = cursors.map((c) => c.domain).filter((d) => !domains.has(d));
+    if (idle.length > 0) await this.d.db.deleteFrom('room_deliveries').where('room', '=', name).where('domain', 'in', idle).execute();
   }
 
   private async notifyMembers(name: string, address: string, change: 'joined' | 'left' | 'removed' | 'banned', also: string[] = []): Promise<void> {
@@ -277,10 +346,21 @@ export class Rooms {
     return rows.map((row) => this.toMessage(name, row));
   }
 
+  /**
+   * GET /rooms/{room}/messages from a member's provider (the revision): the same messages as
+   * history(), as the JSON array of their signed forms (JWS), in room order.
+   */
+  async signedHistory(name: string, viewer: string, q: { since?: number; after?: number; limit: number }): Promise<string[]> {
+    const seqs = (await this.history(name, viewer, q)).map((m) => m.seq);
+    if (seqs.length === 0) return [];
+    const rows = await this.d.db.selectFrom('room_messages').select(['seq', 'jws']).where('room', '=', name).where('seq', 'in', seqs).orderBy('seq').execute();
+    return rows.flatMap((r) => (r.jws ? [r.jws] : []));
+  }
+
   /** A moderator removes a message (its text is scrubbed from the log). */
   async removeMessage(name: string, by: string, seq: number): Promise<boolean> {
     await this.requireModerator(name, by);
-    const res = await this.d.db.updateTable('room_messages').set({ removed_at: this.d.clock.now(), body: JSON.stringify({ removed: true }) }).where('room', '=', name).where('seq', '=', seq).where('removed_at', 'is', null).executeTakeFirst();
+    const res = await this.d.db.updateTable('room_messages').set({ removed_at: this.d.clock.now(), body: JSON.stringify({ removed: true }), jws: null }).where('room', '=', name).where('seq', '=', seq).where('removed_at', 'is', null).executeTakeFirst();
     return Number(res.numUpdatedRows) > 0;
   }
 
@@ -297,6 +377,7 @@ export class Rooms {
       if (hit.length > 0) await tx.deleteFrom('room_members').where('room', '=', name).where('address', 'in', hit).execute();
       return hit;
     });
+    if (removed.length > 0) await this.dropIdleCursors(name);
     for (const a of removed) await this.notifyMembers(name, a, 'banned', [a]);
     return { removed };
   }

@@ -292,6 +292,38 @@ export interface RoomMessagesTable {
   body: string; // JSON of the room message
   removed_at: number | null;
   created_at: number;
+  /** The signed room message (compact JWS) relayed to member providers; null once removed. */
+  jws: string | null;
+}
+
+export interface RoomDeliveriesTable {
+  room: string;
+  domain: string;
+  last_seq: number;
+  failures: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  updated_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+}
+
+export interface RemoteRoomMembersTable {
+  room: string; // name#host
+  address: string;
+  joined_seq: number;
+  joined_at: number;
+}
+
+export interface RemoteRoomMessagesTable {
+  room: string; // name#host
+  seq: number;
+  id: string;
+  sender: string;
+  sent_ms: number;
+  body: string; // JSON of the room message (as served to clients)
+  jws: string;
+  created_at: number;
 }
 
 export interface RoomInvitesTable {
@@ -341,4 +373,7 @@ export interface Database {
   room_messages: RoomMessagesTable;
   room_invites: RoomInvitesTable;
   room_bans: RoomBansTable;
+  room_deliveries: RoomDeliveriesTable;
+  remote_room_members: RemoteRoomMembersTable;
+  remote_room_messages: RemoteRoomMessagesTable;
 }
