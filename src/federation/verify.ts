@@ -167,7 +167,10 @@ export class FederationVerifier {
     });
     if (!claims.ok) return claims;
     const signed = await this.checkSignatureOnly(decoded.token, claims);
-    return signed.ok ? null : signed;
+    if (!signed.ok) return signed;
+    // A sender at a personal domain: its delegation to the issuer, too (src/indieweb/).
+    if (claims.delegated && this.delegation) return this.delegation.check(claims.delegated, claims.iss);
+    return null;
   }
 
   /** The signature against the issuer's published key, then the gate, then the jti against replays. */
