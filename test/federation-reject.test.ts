@@ -225,16 +225,22 @@ describe('federation: hostile peers are refused and store nothing', () => {
     await refused(US, async () => post(US, await signToken(keys.k1!, claims({ aud: undefined })), message()), 401, 'invalid_token');
   });
 
-  test('iss not the domain of sub → 401 (even when the iss publishes a key that verifies)', async () => {
-    // peer.test serves evil's key under k1, so the signature verifies for iss=peer.test.
-    await refused(US, async () => post(US, await signToken(keys.k1!, claims({ iss: 'peer.test' })), message()), 401, 'issuer_mismatch');
+  test('iss not the domain of sub → 403 sender_not_delegated (even when the iss publishes a key that verifies)', async () => {
+    // peer.test serves evil's key under k1, so the signature verifies for iss=peer.test. The
+    // sender's domain could be a personal domain delegated to the issuer (src/indieweb/): its home
+    // page names no such server, so the sender is not delegated.
+    await refused(US, async () => post(US, await signToken(keys.k1!, claims({ iss: 'peer.test' })), message()), 403, 'sender_not_delegated');
     await refused(
       US,
       async () => post(US, await signToken(keys.k1!, claims({ sub: 'mallory@peer.test' })), message({ from: 'mallory@peer.test', to: ['mallory@peer.test', BOB] })),
-      401,
-      'issuer_mismatch',
+      403,
+      'sender_not_delegated',
     );
-    await refused(US, async () => post(US, await signToken(keys.k1!, claims({ iss: 'sub.evil.test' })), message()), 401, 'issuer_mismatch');
+    // An issuer whose keys cannot be fetched: the signature is checked before any delegation, so
+    // the request is deferred (503), and nothing is stored.
+    await refused(US, async () => post(US, await signToken(keys.k1!, claims({ iss: 'sub.evil.test' })), message()), 503, 'keys_unavailable');
+    // Our own domain is never delegated: a peer speaking for our user stays issuer_mismatch.
+    await refused(US, async () => post(US, await signToken(keys.k1!, claims({ sub: BOB })), message({ from: BOB, to: [BOB, MALLORY] })), 401, 'issuer_mismatch');
   });
 
   test('sub ≠ from → 401', async () => {

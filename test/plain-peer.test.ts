@@ -370,7 +370,7 @@ describe('rich actions with a plain-intertalk peer and between rich providers', 
       assert.equal(fine.status, 201, JSON.stringify(fine.body));
     });
 
-    it("a peer claiming another domain's sender is refused with 401 and nothing changes", async () => {
+    it("a peer claiming another domain's sender is refused and nothing changes", async () => {
       await quiesce(A);
       const target = withCarol.steps[0]!.m;
       const before = await snapshot();
@@ -384,9 +384,11 @@ describe('rich actions with a plain-intertalk peer and between rich providers', 
         message: '✎ pwned',
         rich: { type: 'edit', text: 'pwned', reference: { id: target.id, sender: from } },
       });
-      const cases: Array<[string, Record<string, unknown>, Record<string, unknown>, string]> = [
+      const cases: Array<[string, Record<string, unknown>, Record<string, unknown>, string, number?]> = [
         // iss=evil.test, from=x@plain.test (sub = from): the issuer is not the sender's domain.
-        ['iss evil.test, sub/from x@plain.test', edit(x), { iss: 'evil.test' }, 'issuer_mismatch'],
+        // plain.test might be a personal domain delegated to evil.test (src/indieweb/): the
+        // signature of evil.test is checked first, and its keys cannot be fetched here (503).
+        ['iss evil.test, sub/from x@plain.test', edit(x), { iss: 'evil.test' }, 'keys_unavailable', 503],
         // iss=evil.test with its own user as sub, but from=x@plain.test.
         ['iss evil.test, sub mallory@evil.test, from x@plain.test', edit(x), { iss: 'evil.test', sub: 'mallory@evil.test' }, 'sender_mismatch'],
         // plain.test's valid key, but the message claims to come from alice herself.
@@ -394,9 +396,9 @@ describe('rich actions with a plain-intertalk peer and between rich providers', 
         // plain.test's valid key and its own user as sub, but from bob@b.test.
         ['iss plain.test, sub carol, from bob@b.test', edit(bob.address), { sub: CAROL }, 'sender_mismatch'],
       ];
-      for (const [what, body, claims, error] of cases) {
+      for (const [what, body, claims, error, status] of cases) {
         const r = await peer.sendTo(A, body, claims);
-        assert.equal(r.status, 401, `${what}: ${r.status} ${JSON.stringify(r.body)}`);
+        assert.equal(r.status, status ?? 401, `${what}: ${r.status} ${JSON.stringify(r.body)}`);
         assert.equal(r.body.error, error, `${what}: ${JSON.stringify(r.body)}`);
       }
       assert.deepEqual(await snapshot(), before, 'nothing changed');

@@ -9,6 +9,7 @@ import { Blocklist } from '../federation/blocklist.js';
 import { federation } from '../federation/service.js';
 import { federationStatus } from '../federation/status.js';
 import { federationCheck } from '../federation/check.js';
+import { personalDomainCheck } from '../indieweb/check.js';
 import { devnet } from './devnet.js';
 
 export interface CommandGroup {
@@ -66,13 +67,16 @@ export const commandGroups: CommandGroup[] = [
   {
     name: 'federation',
     usage: `  federation status         every destination's queue, last success, last error, next attempt
-  federation check DOMAIN   explain what works and what fails between us and DOMAIN`,
+  federation check DOMAIN   explain what works and what fails between us and DOMAIN
+                            (a personal domain: the server its home page names, or the failing step)`,
     async run(config, sub, rest, out) {
       if (sub === 'status') return withDb(config, (db) => federationStatus(db, out));
       if (sub === 'check') {
         const domain = rest[0]?.toLowerCase();
         if (!domain || !isValidDomain(domain)) throw new CliUsage('usage: intertalk federation check DOMAIN');
-        const ok = await federationCheck(config, domain, out);
+        // A personal domain (src/indieweb/): federation is with the provider its home page names.
+        const personal = await personalDomainCheck(config, domain, out);
+        const ok = await federationCheck(config, personal.provider ?? domain, out);
         if (!ok) process.exitCode = 1;
         return;
       }

@@ -53,6 +53,13 @@ export interface Config {
     /** Accept http:// push endpoints (tests, a push service on a private network). */
     insecureEndpoints: boolean;
   };
+  /** Personal domains (src/indieweb/, docs/indieweb.md). */
+  indieweb: {
+    /** INTERTALK_PERSONAL_DOMAIN_RECHECK: how often an attached domain is verified again. */
+    recheckMs: number;
+    /** INTERTALK_PERSONAL_DOMAIN_CACHE: how long a sender's home page (delegation) is trusted. */
+    cacheTtlMs: number;
+  };
   federation: {
     resolve: Map<string, { host: string; port: number }>;
     insecurePeers: Set<string>;
@@ -269,6 +276,10 @@ export function loadConfig(env: Env = process.env): Config {
         insecureEndpoints: (get('INTERTALK_PUSH_INSECURE_ENDPOINTS') ?? 'false') === 'true',
       };
     })(),
+    indieweb: {
+      recheckMs: within('INTERTALK_PERSONAL_DOMAIN_RECHECK', dur('INTERTALK_PERSONAL_DOMAIN_RECHECK', '6h'), 1000, 365 * 86_400_000),
+      cacheTtlMs: within('INTERTALK_PERSONAL_DOMAIN_CACHE', dur('INTERTALK_PERSONAL_DOMAIN_CACHE', '10m'), 0, 86_400_000),
+    },
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),
       insecurePeers: domainList('INTERTALK_INSECURE_PEERS', get('INTERTALK_INSECURE_PEERS')),

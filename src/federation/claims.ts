@@ -25,6 +25,14 @@ export interface FederationClaimsInput {
   /** Tolerated clock skew, ms. */
   skewMs: number;
   message: { from: string; to: string[] };
+  /**
+   * Personal domains (src/indieweb/): a `sub` at a domain other than `iss` (and other than ours)
+   * passes here as `delegated`; the caller must then prove the delegation (the domain's home page
+   * names the issuer) once the signature verifies. Without it such a token is `issuer_mismatch`.
+   */
+  allowDelegated?: boolean;
+  /** Is an address one of ours (our domain, or a personal domain delegated to us)? Default: our domain. */
+  isLocal?: (address: string) => boolean;
 }
 
 /** What a checked token says: the claims both kinds of token share. */
@@ -41,7 +49,7 @@ interface TokenBasics {
   kid: string;
 }
 
-export type FederationClaimsResult = ({ ok: true } & TokenBasics) | { ok: false; status: 401 | 403; error: string; message: string };
+export type FederationClaimsResult = ({ ok: true; delegated?: string } & TokenBasics) | { ok: false; status: 401 | 403; error: string; message: string };
 
 type Failure = Extract<FederationClaimsResult, { ok: false }>;
 
@@ -107,11 +115,17 @@ function checkTokenBasics(input: { header: { alg?: unknown; kid?: unknown }; pay
   return { ok: true, t: { iss: issuer, sub, jti: typeof jti === 'string' ? jti : null, exp, alg: header.alg, kid: header.kid }, validity };
 }
 
-/** `sub` is a user's address at `iss`: the address (lower case), or the refusal. */
-function checkSubject(t: TokenBasics): { ok: true; sub: string } | Failure {
+/**
+ * `sub` is a user's address at `iss`: the address (lower case), or the refusal. With
+ * `allowDelegated`, an address at another domain (never ours) passes as `delegated` (that domain).
+ */
+function checkSubject(t: TokenBasics, opts: { ourDomain: string; allowDelegated?: boolean; isLocal?: (a: string) => boolean }): { ok: true; sub: string; delegated?: string } | Failure {
   const subject = parseAddress(t.sub);
   if (!subject.ok) return deny('sender_mismatch', '"sub" must be the sending user\'s address');
-  if (domainOf(subject.address.full) !== t.iss) {
+  const domain = domainOf(subject.address.full);
+  if (domain !== t.iss) {
+    const ours = domain === opts.ourDomain.toLowerCase() || (opts.isLocal?.(subject.address.full) ?? false);
+    if (opts.allowDelegated && !ours) return { ok: true, sub: subject.address.full, delegated: domain };
     return deny('issuer_mismatch', '"iss" must be the domain of the sending user ("sub")');
   }
   return { ok: true, sub: subject.address.full };
@@ -125,9 +139,9 @@ function checkSubject(t: TokenBasics): { ok: true; sub: string } | Failure {
 export function checkTokenWithoutMessage(input: Omit<FederationClaimsInput, 'message'>): FederationClaimsResult {
   const basics = checkTokenBasics(input);
   if (!basics.ok) return basics;
-  const subject = checkSubject(basics.t);
+  const subject = checkSubject(basics.t, input);
   if (!subject.ok) return subject;
-  return basics.validity() ?? { ok: true, ...basics.t, sub: subject.sub };
+  return basics.validity() ?? { ok: true, ...basics.t, sub: subject.sub, ...(subject.delegated ? { delegated: subject.delegated } : {}) };
 }
 
 export function checkFederationClaims(input: FederationClaimsInput): FederationClaimsResult {
@@ -138,7 +152,7 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
   const { t } = basics;
 
   // --- subject --------------------------------------------------------------------------------
-  const subject = checkSubject(t);
+  const subject = checkSubject(t, input);
   if (!subject.ok) return subject;
   const from = message.from.toLowerCase();
   if (subject.sub !== from) return deny('sender_mismatch', '"sub" must be the message\'s "from"');
@@ -149,11 +163,12 @@ export function checkFederationClaims(input: FederationClaimsInput): FederationC
   // --- authorisation: the message itself ----------------------------------------------------
   const to = message.to.map((a) => a.toLowerCase());
   if (!to.includes(from)) return forbid('sender_not_participant', 'the sender ("from") must be one of the participants ("to")');
-  if (!to.some((a) => domainOf(a) === ourDomain)) {
+  const isLocal = input.isLocal ?? ((a: string) => domainOf(a) === ourDomain);
+  if (!to.some((a) => isLocal(a))) {
     return forbid('no_local_recipient', `no recipient of this message is a user of ${ourDomain}`);
   }
 
-  return { ok: true, ...t, sub: subject.sub };
+  return { ok: true, ...t, sub: subject.sub, ...(subject.delegated ? { delegated: subject.delegated } : {}) };
 }
 
 /** The claim of a batch token that binds it to the request body: base64url(SHA-256(body)). */

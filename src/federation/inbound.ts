@@ -67,7 +67,7 @@ export class Inbound {
     if (!auth.ok) {
       return refusal(auth);
     }
-    const admitted = this.admit(v.value, new Set(await this.o.accounts.existingAddresses(this.localRecipients(v.value))), now);
+    const admitted = this.admit(v.value, await this.knownLocal(this.localRecipients(v.value)), now);
     if ('status' in admitted) return admitted;
     const res = await this.store(admitted, auth.iss, auth.insecureKeys);
     if (res.status < 300) this.o.onPeerSeen(auth.iss);
@@ -135,26 +135,10 @@ export class Inbound {
 
     const now = this.o.clock.now();
     const batchFits = input.rawBody.length <= this.o.maxBody; // then so does each message
-    const checked = items.map((item) => {
-      const v = validateMessage(item, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
-      if (!v.ok) return err(400, v.error, v.message);
-      // The size checks POST /messages runs on its body (step 0), per message here.
-      if (!batchFits) {
-        const size = Buffer.byteLength(JSON.stringify(item));
-        if (size - inlineLength(v.value) > this.o.maxBody) return err(413, 'payload_too_large', `the message exceeds ${this.o.maxBody} bytes, not counting an inline file`);
-      }
-      try {
-        checkInlineBinary(v.value, this.o.maxAttachment);
-      } catch (e) {
-        if (e instanceof HttpError) return err(e.status, e.code, e.message);
-        throw e;
-      }
-      // The batch token names no user: each sender must be a user of the signing provider.
-      if (domainOf(v.value.from) !== auth.iss) return err(403, 'sender_mismatch', `"from" must be an address at ${auth.iss}, the provider that signed the batch`);
-      return v.value;
-    });
+    const checked: Array<InboundResult | ValidMessage> = [];
+    for (const item of items) checked.push(await this.checkBatchItem(item, batchFits, auth.iss, now));
     const wanted = checked.flatMap((c) => ('status' in c ? [] : this.localRecipients(c)));
-    const known = new Set(wanted.length ? await this.o.accounts.existingAddresses([...new Set(wanted)]) : []);
+    const known = wanted.length ? await this.knownLocal([...new Set(wanted)]) : new Set<string>();
     const admitted = checked.map((c, i) =>
       i >= taken ? err(429, 'rate_limited', `over the rate limit for ${auth.iss}; retry later`) : 'status' in c ? c : this.admit(c, known, now),
     );
@@ -200,6 +184,47 @@ export class Inbound {
     };
   }
 
+  /** One message of a batch: validated, within size, its sender at the issuer (or delegated to it). */
+  private async checkBatchItem(item: unknown, batchFits: boolean, iss: string, now: number): Promise<InboundResult | ValidMessage> {
+    const v = validateMessage(item, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
+    if (!v.ok) return err(400, v.error, v.message);
+    // The size checks POST /messages runs on its body (step 0), per message here.
+    if (!batchFits) {
+      const size = Buffer.byteLength(JSON.stringify(item));
+      if (size - inlineLength(v.value) > this.o.maxBody) return err(413, 'payload_too_large', `the message exceeds ${this.o.maxBody} bytes, not counting an inline file`);
+    }
+    try {
+      checkInlineBinary(v.value, this.o.maxAttachment);
+    } catch (e) {
+      if (e instanceof HttpError) return err(e.status, e.code, e.message);
+      throw e;
+    }
+    // The batch token names no user: each sender must be a user of the signing provider.
+    const fromDomain = domainOf(v.value.from);
+    if (fromDomain !== iss) {
+      if (fromDomain === this.o.domain) return err(403, 'sender_mismatch', `"from" must be an address at ${iss}, the provider that signed the batch`);
+      if (this.o.messaging.ownerOf(v.value.from) !== null) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
+      // A personal domain delegated to the signing provider (src/indieweb/).
+      const refused = await this.o.verifier.checkDelegation(fromDomain, iss);
+      if (refused) return err(refused.status, refused.error, refused.message);
+    }
+    return v.value;
+  }
+
+  /**
+   * Of our recipients, those that reach a current account: at our domain, an account; at a
+   * personal domain delegated to us, its owner's account.
+   */
+  private async knownLocal(recipients: string[]): Promise<Set<string>> {
+    const owners = new Map<string, string>();
+    for (const r of recipients) {
+      const o = this.o.messaging.ownerOf(r);
+      if (o !== null) owners.set(r, o);
+    }
+    const existing = new Set(await this.o.accounts.existingAddresses([...new Set(owners.values())]));
+    return new Set([...owners].filter(([, o]) => existing.has(o)).map(([r]) => r));
+  }
+
   /**
    * Before the token is verified: the per-address rate limit (it bounds the work an anonymous
    * client can cause: parsing, key fetches, signature checks) and the blocklist for the claimed
@@ -218,12 +243,12 @@ export class Inbound {
   }
 
   private localRecipients(m: { to: string[] }): string[] {
-    return m.to.map((a) => a.toLowerCase()).filter((a) => domainOf(a) === this.o.domain);
+    return m.to.map((a) => a.toLowerCase()).filter((a) => this.o.messaging.ownerOf(a) !== null);
   }
 
   /** Our policy for one authenticated message: the complete message to store, or the refusal. */
   private admit(m: ValidMessage, known: Set<string>, now: number): IntertalkMessage | InboundResult {
-    if (domainOf(m.from) === this.o.domain) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
+    if (this.o.messaging.ownerOf(m.from.toLowerCase()) !== null) return err(403, 'sender_is_local', 'a peer cannot send on behalf of our own users');
     const to = m.to.map((a) => a.toLowerCase());
     if (!to.includes(m.from.toLowerCase())) return err(403, 'sender_not_participant', 'the sender ("from") must be one of the participants ("to")');
     const local = this.localRecipients(m);

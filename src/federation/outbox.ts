@@ -493,7 +493,7 @@ function formatAge(ms: number): string {
   return `${Math.round(ms / 1000)} s`;
 }
 
-function peerReason(body: Buffer): string {
+export function peerReason(body: Buffer): string {
   try {
     const j = JSON.parse(body.toString('utf8')) as { error?: unknown; message?: unknown };
     const parts = [j.error, j.message].filter((x) => typeof x === 'string') as string[];

@@ -17,6 +17,7 @@ import { RICH_EXTENSION, SIGNALS_EXTENSION } from '../protocol/rich.js';
 import { SignalsFederation } from '../signals/federation.js';
 import type { SignalBody } from '../signals/wire.js';
 import { Transports, type DeliveryTransport } from './transports.js';
+import { Indieweb } from '../indieweb/service.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
 export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION, BATCH_EXTENSION];
@@ -39,6 +40,8 @@ export class Federation implements FederationPort {
   /** Other ways to reach a destination than intertalk (src/federation/transports.ts). */
   readonly transports = new Transports();
   private readonly inbound: Inbound;
+  /** Personal domains (src/indieweb/): set by the factory below. */
+  indieweb: Indieweb | null = null;
 
   constructor(
     private readonly ctx: AppContext,
@@ -193,9 +196,11 @@ export class Federation implements FederationPort {
 
   start(): void {
     this.outbox.start();
+    this.indieweb?.start();
   }
 
   async stop(): Promise<void> {
+    await this.indieweb?.stop();
     this.signals.stop();
     await this.outbox.stop();
     await this.http.close();
@@ -262,6 +267,10 @@ export function federation(opts: FederationOptions = {}) {
     const fed = new Federation(ctx, opts);
     await fed.init();
     fed.routes(app);
+    // Personal domains ride on federation: its HTTP client, discovery, keys and verifier.
+    fed.indieweb = new Indieweb(ctx, fed);
+    await fed.indieweb.init();
+    fed.indieweb.routes(app);
     return fed;
   };
 }

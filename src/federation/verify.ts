@@ -18,6 +18,8 @@ export type FederationAuthResult =
       /** The sending user's address, lower case. */
       sub: string;
       jti: string | null;
+      /** Set when `sub` is at a personal domain that proved its delegation to `iss` (that domain). */
+      delegated?: string;
       /** The issuer's key was not fetched over authenticated HTTPS (tell the user). */
       insecureKeys: boolean;
     }
@@ -32,6 +34,13 @@ export type Failure = Extract<FederationAuthResult, { ok: false }>;
  * records nothing (the sender may retry with the same token).
  */
 export type IssuerGate = (iss: string) => Promise<Failure | null>;
+
+/**
+ * Personal domains (src/indieweb/): proves that `domain` — the domain of a sender that is not
+ * `iss` — delegates to the provider `iss` (its home page names it). Null when it does; else the
+ * refusal (403 sender_not_delegated). Runs after the signature verified, before the jti is recorded.
+ */
+export type DelegationCheck = (domain: string, iss: string) => Promise<Failure | null>;
 
 export type BatchAuthResult = { ok: true; iss: string; insecureKeys: boolean } | Failure;
 
@@ -51,6 +60,7 @@ export class FederationVerifier {
   private readonly skewMs: number;
   private lastCleanup = Number.NEGATIVE_INFINITY;
   private readonly imported = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
+  private delegation: { check: DelegationCheck; isLocal: (address: string) => boolean } | null = null;
 
   constructor(opts: { db: Db; keys: PeerKeyCache; domain: string; clock: Clock; skewMs: number }) {
     this.db = opts.db;
@@ -58,6 +68,25 @@ export class FederationVerifier {
     this.domain = opts.domain.toLowerCase();
     this.clock = opts.clock;
     this.skewMs = opts.skewMs;
+  }
+
+  /**
+   * Accept senders at personal domains delegated to the issuer (`check` proves it), and count the
+   * addresses `isLocal` names (our personal domains) as ours. See src/indieweb/.
+   */
+  useDelegation(check: DelegationCheck, isLocal: (address: string) => boolean): void {
+    this.delegation = { check, isLocal };
+  }
+
+  /** What claims.ts needs to know about delegation. */
+  private delegationInput(): { allowDelegated?: boolean; isLocal?: (a: string) => boolean } {
+    return this.delegation ? { allowDelegated: true, isLocal: (a) => a.slice(a.lastIndexOf('@') + 1) === this.domain || this.delegation!.isLocal(a) } : {};
+  }
+
+  /** Is `domain` delegated to `iss`? (batch/1 senders: inbound.ts). Without a checker: no. */
+  async checkDelegation(domain: string, iss: string): Promise<Failure | null> {
+    if (!this.delegation) return { ok: false, status: 403, error: 'sender_mismatch', message: `"from" must be an address at ${iss}, the provider that signed the batch` };
+    return this.delegation.check(domain, iss);
   }
 
   async verify(
@@ -78,12 +107,21 @@ export class FederationVerifier {
       now,
       skewMs: this.skewMs,
       message,
+      ...this.delegationInput(),
     });
     if (!claims.ok) return claims;
 
-    const checked = await this.checkSignatureAndReplay(token, claims, rawBody, now, gate);
+    // A sender at a personal domain: the signature of `iss` must verify first, then the domain
+    // must name `iss` (checked before the jti is recorded: a refusal records nothing).
+    const delegated = claims.delegated;
+    const delegation = this.delegation;
+    const fullGate: IssuerGate | undefined =
+      delegated && delegation
+        ? async (iss) => (await delegation.check(delegated, iss)) ?? (gate ? await gate(iss) : null)
+        : gate;
+    const checked = await this.checkSignatureAndReplay(token, claims, rawBody, now, fullGate);
     if (!checked.ok) return checked;
-    return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys: checked.insecureKeys };
+    return { ok: true, iss: claims.iss, sub: claims.sub, jti: claims.jti, insecureKeys: checked.insecureKeys, ...(delegated ? { delegated } : {}) };
   }
 
   /**
@@ -125,10 +163,14 @@ export class FederationVerifier {
       ourDomain: this.domain,
       now: this.clock.now(),
       skewMs: this.skewMs,
+      ...this.delegationInput(),
     });
     if (!claims.ok) return claims;
     const signed = await this.checkSignatureOnly(decoded.token, claims);
-    return signed.ok ? null : signed;
+    if (!signed.ok) return signed;
+    // A sender at a personal domain: its delegation to the issuer, too (src/indieweb/).
+    if (claims.delegated && this.delegation) return this.delegation.check(claims.delegated, claims.iss);
+    return null;
   }
 
   /** The signature against the issuer's published key, then the gate, then the jti against replays. */

@@ -54,7 +54,8 @@ async function submitInTurn(ctx: AppContext, user: Principal, raw: unknown, turn
   const v = validateMessage(forValidation, { now, maxRecipients: config.maxRecipients, skewMs: config.clockSkewMs, requireSentAt: false, requireId: false });
   if (!v.ok) throw new HttpError(400, v.error, v.message);
   const value = v.value;
-  if (value.from !== user.address) throw forbidden(`from: you are ${user.address}, not ${value.from}`, 'from_mismatch');
+  // `from` may also be the caller's address at a verified personal domain (src/indieweb/).
+  if (value.from !== user.address && messaging.ownerOf(value.from) !== user.address) throw forbidden(`from: you are ${user.address}, not ${value.from}`, 'from_mismatch');
   ctx.attachments.checkInline(value);
 
   // A typo must not send a message into the void: local recipients must have accounts.
@@ -64,7 +65,7 @@ async function submitInTurn(ctx: AppContext, user: Principal, raw: unknown, turn
     const unknown = localOthers.filter((a) => !known.has(a));
     if (unknown.length > 0) throw new HttpError(400, 'unknown_recipient', `no such user: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
   }
-  const remote = [...new Set(value.to.map(domainOf).filter((d) => d !== config.domain))];
+  const remote = [...new Set(value.to.filter((a) => messaging.ownerOf(a) === null).map(domainOf))];
   if (remote.length > 0) {
     if (!ctx.federation) throw forbidden(`this provider does not federate; ${remote[0]} is not reachable`, 'federation_disabled');
     for (const d of remote) {

@@ -170,6 +170,33 @@ export class Messaging {
     return domainOf(address) === this.domain;
   }
 
+  private aliasOwner: ((address: string) => string | null) | null = null;
+
+  /**
+   * Addresses at personal domains delegated to us (src/indieweb/): `owner` names the local
+   * account an address belongs to, or null. Such an address is a participant like any other on
+   * the wire; here it is one of ours: no outbox row, and its owner is a member of the conversation.
+   */
+  useAliases(owner: (address: string) => string | null): void {
+    this.aliasOwner = owner;
+  }
+
+  /** The local account an address reaches: itself at our domain, a personal domain's owner, or null. */
+  ownerOf(address: string): string | null {
+    if (this.isLocal(address)) return address;
+    return this.aliasOwner?.(address) ?? null;
+  }
+
+  /** The local accounts among `participants` (owners of personal-domain addresses included). */
+  private localMembers(participants: string[]): string[] {
+    const out = new Set<string>();
+    for (const p of participants) {
+      const o = this.ownerOf(p);
+      if (o !== null) out.add(o);
+    }
+    return [...out];
+  }
+
   /**
    * Stores a validated message. `origin` is 'local' for our users' messages (outbox rows are
    * written for every remote domain) or the sending peer's domain (no relaying: no outbox rows).
@@ -193,7 +220,7 @@ export class Messaging {
     const insecure = origin.kind === 'remote' && origin.insecure;
     const body = wireBody({ ...m, to: participants }, insecure);
     const destinations =
-      origin.kind === 'local' ? [...new Set(participants.filter((p) => !this.isLocal(p)).map(domainOf))].sort() : [];
+      origin.kind === 'local' ? [...new Set(participants.filter((p) => this.ownerOf(p) === null).map(domainOf))].sort() : [];
 
     const result = await this.enqueueWrite({ convId, participants, m, origin, insecure, body, destinations, now });
 
@@ -210,7 +237,7 @@ export class Messaging {
     this.rememberConversation(convId);
     if (m.rich?.type === 'delete') this.onContentRemoved();
     const json = servedJson(result, convId, body);
-    const localRecipients = participants.filter((p) => this.isLocal(p));
+    const localRecipients = this.localMembers(participants);
     this.bus.publish({ type: 'message', seq: result, conversationId: convId, recipients: localRecipients, json });
     const stored: StoredMessage = { seq: result, conversationId: convId, ...m, to: participants };
     if (insecure) stored.insecure = true;
@@ -398,7 +425,11 @@ export class Messaging {
         await trx.insertInto('conversations').values({ id: convId, participants: JSON.stringify(participants), created_at: now, last_seq: 0 }).onConflict((oc) => oc.column('id').doNothing()).execute();
         await trx
           .insertInto('conversation_members')
-          .values(participants.map((p) => ({ conversation_id: convId, address: p, is_local: this.isLocal(p) ? 1 : 0 })))
+          .values([
+            ...participants.map((p) => ({ conversation_id: convId, address: p, is_local: this.isLocal(p) ? 1 : 0 })),
+            // The owner of a personal-domain participant sees the conversation as a member.
+            ...this.localMembers(participants).filter((o) => !participants.includes(o)).map((o) => ({ conversation_id: convId, address: o, is_local: 1 })),
+          ])
           .onConflict((oc) => oc.columns(['conversation_id', 'address']).doNothing())
           .execute();
       }

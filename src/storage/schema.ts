@@ -341,6 +341,20 @@ export interface RoomBansTable {
   created_at: number;
 }
 
+export interface PersonalDomainsTable {
+  domain: string;
+  user_id: number;
+  state: string; // 'pending' | 'verified' | 'failed'
+  step: string | null;
+  message: string | null;
+  server: string | null;
+  via: string | null;
+  created_at: number;
+  checked_at: number | null;
+  verified_at: number | null;
+  next_check_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -376,4 +390,5 @@ export interface Database {
   room_deliveries: RoomDeliveriesTable;
   remote_room_members: RemoteRoomMembersTable;
   remote_room_messages: RemoteRoomMessagesTable;
+  personal_domains: PersonalDomainsTable;
 }
