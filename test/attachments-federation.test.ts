@@ -125,8 +125,10 @@ describe('attachments between providers over HTTPS', () => {
     // A token for another audience, or forged by c.test for b's user, is refused.
     const wrongAud = await raw(net, A, 'GET', `/attachments/${id}`, { token: await fed(net.provider(B)).keys.sign({ aud: C, sub: bob.address }) });
     assert.equal(wrongAud.status, 401);
+    // c.test's signature verifies, but b.test is no personal domain delegated to c.test (src/indieweb/).
     const forged = await raw(net, A, 'GET', `/attachments/${id}`, { token: await fed(net.provider(C)).keys.sign({ aud: A, sub: bob.address }) });
-    assert.equal(forged.status, 401);
+    assert.equal(forged.status, 403);
+    assert.equal(JSON.parse(forged.body.toString()).error, 'sender_not_delegated');
   });
 
   test('a peer cannot claim a file it does not have by naming its hash', async () => {

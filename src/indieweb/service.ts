@@ -7,15 +7,21 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 import type { Federation } from '../federation/service.js';
 import { requireUser } from '../auth/routes.js';
-import { HttpError } from '../http/errors.js';
+import { HttpError, tooMany } from '../http/errors.js';
+import type { RateLimiter } from '../auth/limiter.js';
 import { PersonalDomains, DomainError } from './domains.js';
 import { Delegations } from './delegation.js';
 import { PersonalDomainTransport } from './transport.js';
+
+/** PUT /me/domains/{domain} runs a check (a home-page fetch): at most this many per account per hour. */
+export const CHECKS_PER_HOUR = 60;
 
 export class Indieweb {
   readonly domains: PersonalDomains;
   readonly delegations: Delegations;
   readonly transport: PersonalDomainTransport;
+  /** Checks a user may ask for (each fetches a home page): CHECKS_PER_HOUR per account. */
+  private readonly checkLimiter: RateLimiter;
 
   constructor(
     private readonly ctx: AppContext,
@@ -45,6 +51,7 @@ export class Indieweb {
       ttlMs: config.indieweb.cacheTtlMs,
       isOurs: (d) => this.domains.isOurs(d),
     });
+    this.checkLimiter = ctx.rateLimiter('personal-domain-check', CHECKS_PER_HOUR, 3_600_000);
     ctx.messaging.useAliases((a) => this.domains.owner(a));
     fed.verifier.useDelegation(this.delegations.check, (a) => this.domains.owner(a) !== null);
     fed.addTransport(this.transport);
@@ -88,6 +95,8 @@ export class Indieweb {
     // Attach (or re-check) a domain: answers with its state after one check and what to publish.
     app.put('/me/domains/:domain', async (req, reply) => {
       const user = await requireUser(ctx, req);
+      const limit = await this.checkLimiter.hit(`check:${user.userId}`);
+      if (!limit.allowed) throw tooMany('too many domain checks; try again later', limit.retryAfterMs / 1000);
       return wrap(async () => {
         const r = await this.domains.attach(user, param(req));
         reply.code(r.created ? 201 : 200);
