@@ -95,8 +95,11 @@ describe('attachments between providers over HTTPS', () => {
     const stored = await eventually('b.test stored the file', () => blobRow(net, B, id));
     assert.ok(Buffer.from(stored.data).equals(data));
     assert.equal(stored.origin, A);
-    const f = await fetchRow(net, B, id);
-    assert.equal(f?.state, 'done');
+    // The file is stored before its fetch is marked done (two writes): wait for the mark.
+    const f = await eventually('b.test marked the fetch done', async () => {
+      const row = await fetchRow(net, B, id);
+      return row?.state === 'done' ? row : null;
+    });
     assert.equal(f?.recipient, bob.address, 'b asked with a token for its own user');
 
     const r = await raw(net, B, 'GET', `/attachments/${id}`, { token: bob.token });
