@@ -5,6 +5,7 @@
 // A domain belongs to at most one account (primary key).
 import type { Logger } from 'pino';
 import type { Db } from '../storage/db.js';
+import type { PersonalDomainsTable } from '../storage/schema.js';
 import type { Clock } from '../util/clock.js';
 import type { PeerHttp } from '../federation/net.js';
 import { domainOf, isValidDomain } from '../protocol/address.js';
@@ -58,19 +59,8 @@ const FAILED_RECHECK_MS = 15 * 60_000;
 /** One check's deadline (home page plus metadata document). */
 const CHECK_TIMEOUT_MS = 10_000;
 
-type Row = {
-  domain: string;
-  user_id: number;
-  state: string;
-  step: string | null;
-  message: string | null;
-  server: string | null;
-  via: string | null;
-  created_at: number;
-  checked_at: number | null;
-  verified_at: number | null;
-  next_check_at: number;
-};
+/** A row of personal_domains (src/storage/schema.ts). */
+type Row = PersonalDomainsTable;
 
 const iso = (t: number | null) => (t === null || t === undefined ? null : new Date(Number(t)).toISOString());
 
