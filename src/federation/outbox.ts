@@ -9,6 +9,7 @@ import { storableText, type Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
+import { KeyedDrains, Periodic } from '../util/drains.js';
 import type { SigningKeys } from './keys.js';
 import type { Discovery } from './discovery.js';
 import { PeerNetworkError, type PeerHttp } from './net.js';
@@ -48,25 +49,29 @@ export interface OutboxOptions {
 
 export class OutboxWorker {
   readonly instanceId = randomId(8);
-  private readonly draining = new Map<string, Promise<void>>();
-  private readonly again = new Set<string>();
   private readonly knownPeers = new Set<string>();
-  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly drains = new KeyedDrains<string>(
+    (d) => d,
+    (d) => this.drain(d),
+    (err, destination) => this.o.logger.error({ err, destination }, 'outbox drain failed'),
+  );
+  private readonly sweeper: Periodic;
   private stopped = true;
 
-  constructor(private readonly o: OutboxOptions) {}
+  constructor(private readonly o: OutboxOptions) {
+    this.sweeper = new Periodic(o.sweepIntervalMs, () => this.sweep());
+  }
 
   start(): void {
     this.stopped = false;
-    this.sweepTimer = setInterval(() => void this.sweep(), this.o.sweepIntervalMs);
-    this.sweepTimer.unref();
-    void this.sweep();
+    this.drains.resume();
+    this.sweeper.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
-    await Promise.allSettled([...this.draining.values()]);
+    this.sweeper.stop();
+    await this.drains.stop();
     // Hand our leases back so another instance (or our restart) resumes at once.
     await this.o.db.updateTable('federation_peers').set({ lease_owner: null, lease_until: null }).where('lease_owner', '=', this.instanceId).execute().catch(() => undefined);
   }
@@ -94,17 +99,7 @@ export class OutboxWorker {
   /** New work for a destination: drain it unless it is backing off. */
   wake(destination: string): void {
     if (this.stopped) return;
-    if (this.draining.has(destination)) {
-      this.again.add(destination);
-      return;
-    }
-    const run = this.drain(destination)
-      .catch((err) => this.o.logger.error({ err, destination }, 'outbox drain failed'))
-      .finally(() => {
-        this.draining.delete(destination);
-        if (this.again.delete(destination)) this.wake(destination);
-      });
-    this.draining.set(destination, run);
+    this.drains.wake(destination);
   }
 
   /** A peer talked to us or took a delivery: forget its back-off and deliver at once. */

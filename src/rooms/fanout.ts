@@ -12,6 +12,7 @@ import { backoffDelay, classifyStatus, parseRetryAfter } from '../federation/bac
 import { PeerNetworkError } from '../federation/net.js';
 import { domainOf } from '../protocol/address.js';
 import { randomId } from '../util/ids.js';
+import { KeyedDrains, Periodic } from '../util/drains.js';
 import type { RoomPeers } from './peers.js';
 
 /** Messages per POST /roomMessages when a provider has several to catch up on. */
@@ -52,24 +53,28 @@ export interface FanoutOptions {
 
 export class RoomFanout {
   readonly instanceId = randomId(8);
-  private readonly draining = new Map<string, Promise<void>>();
-  private readonly again = new Set<string>();
-  private timer: NodeJS.Timeout | null = null;
+  private readonly drains = new KeyedDrains<{ room: string; domain: string }>(
+    (k) => `${k.room}\n${k.domain}`,
+    (k) => this.drain(k.room, k.domain),
+    (err, k) => this.o.logger.error({ err, room: k.room, destination: k.domain }, 'room fan-out failed'),
+  );
+  private readonly sweeper: Periodic;
   private stopped = true;
 
-  constructor(private readonly o: FanoutOptions) {}
+  constructor(private readonly o: FanoutOptions) {
+    this.sweeper = new Periodic(o.sweepIntervalMs, () => this.sweep());
+  }
 
   start(): void {
     this.stopped = false;
-    this.timer = setInterval(() => void this.sweep(), this.o.sweepIntervalMs);
-    this.timer.unref();
-    void this.sweep();
+    this.drains.resume();
+    this.sweeper.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    await Promise.allSettled([...this.draining.values()]);
+    this.sweeper.stop();
+    await this.drains.stop();
     await this.o.db.updateTable('room_deliveries').set({ lease_owner: null, lease_until: null }).where('lease_owner', '=', this.instanceId).execute().catch(() => undefined);
   }
 
@@ -120,18 +125,7 @@ export class RoomFanout {
 
   wake(room: string, domain: string): void {
     if (this.stopped) return;
-    const key = `${room}\n${domain}`;
-    if (this.draining.has(key)) {
-      this.again.add(key);
-      return;
-    }
-    const run = this.drain(room, domain)
-      .catch((err) => this.o.logger.error({ err, room, destination: domain }, 'room fan-out failed'))
-      .finally(() => {
-        this.draining.delete(key);
-        if (this.again.delete(key)) this.wake(room, domain);
-      });
-    this.draining.set(key, run);
+    this.drains.wake({ room, domain });
   }
 
   private async drain(room: string, domain: string): Promise<void> {
