@@ -79,7 +79,7 @@ describe('rooms hosted on a.test with members on a.test, b.test and c.test', () 
   const roomMessage = (room: string, from: string, message: string, id = `t-${Math.random().toString(36).slice(2)}`) => ({ room, from, sentAt: new Date().toISOString(), message, id });
 
   before(async () => {
-    net = await startNetwork({ domains: ['a.test', 'b.test', 'c.test'], env: { INTERTALK_FEDERATION_SWEEP: '250ms', INTERTALK_FEDERATION_TIMEOUT: '5s' } });
+    net = await startNetwork({ domains: ['a.test', 'b.test', 'c.test'], env: { INTERTALK_FEDERATION_SWEEP: '250ms', INTERTALK_FEDERATION_TIMEOUT: '5s', INTERTALK_ROOM_RECONCILE: '1s' } });
     alice = await fedUser(net, 'a.test', 'alice');
     amir = await fedUser(net, 'a.test', 'amir');
     bob = await fedUser(net, 'b.test', 'bob');
@@ -362,6 +362,54 @@ describe('rooms hosted on a.test with members on a.test, b.test and c.test', () 
     // No token.
     assert.equal((await raw('b.test', 'POST', '/roomMessages', { headers: { 'content-type': 'application/json' }, body: bodyForged })).status, 401);
     assert.equal(await mirrorCount('b.test'), m0, 'nothing stored in the mirror');
+  });
+  it('history "start" for a late joiner on a new provider; removals and bans reach member providers at once; a lost notice is made up by the reconcile', async () => {
+    const TOWN = 'town#a.test';
+    assert.equal((await api(net, 'a.test', 'POST', '/rooms', { token: alice.token, json: { name: 'town', history: 'start' } })).status, 201);
+    const early: string[] = [];
+    for (let i = 1; i <= 3; i++) early.push((await post(alice, 'town', `before anyone else, ${i}`)).body.id);
+    // cid is c.test's first member of town: c.test fetches the history before it into its mirror.
+    const j = await join(cid, TOWN);
+    assert.equal(j.status, 201, JSON.stringify(j.body));
+    assert.deepEqual((await history(cid, TOWN)).map((m) => m.id), early);
+    assert.deepEqual((await history(cid, TOWN)).map((m) => m.seq), [1, 2, 3]);
+    // A "join" room: a late joiner reads only what came after.
+    assert.equal((await api(net, 'a.test', 'POST', '/rooms', { token: alice.token, json: { name: 'news', history: 'join' } })).status, 201);
+    await post(alice, 'news', 'old news');
+    assert.equal((await join(bea, 'news#a.test')).status, 201);
+    const fresh = await post(alice, 'news', 'fresh news');
+    await eventually('bea to get the fresh news', async () => (await history(bea, 'news#a.test')).length === 1, 30_000, 100);
+    assert.deepEqual((await history(bea, 'news#a.test')).map((m) => m.id), [fresh.body.id]);
+
+    assert.equal((await join(bob, TOWN)).status, 201);
+    const sBob = await open(bob);
+    const sCid = await open(cid);
+    const m4 = await post(alice, 'town', 'this one goes');
+    await sBob.until(() => roomFrames(sBob, TOWN).some((m: any) => m.id === m4.body.id), 30_000, 'bob gets m4');
+    await sCid.until(() => roomFrames(sCid, TOWN).some((m: any) => m.id === m4.body.id), 30_000, 'cid gets m4');
+    // A moderator removes a message: it leaves both mirrors and both members' screens.
+    assert.equal((await api(net, 'a.test', 'DELETE', `/rooms/town/messages/${m4.body.seq}`, { token: alice.token })).status, 204);
+    for (const [u, s] of [[bob, sBob], [cid, sCid]] as const) {
+      await s.until(() => s.frames.some((f) => f?.type === 'roomMessageRemoved' && f.room === TOWN && f.seq === m4.body.seq), 30_000, `${u.address} told of the removal`);
+      assert.ok(!(await history(u, TOWN)).some((m) => m.id === m4.body.id), `${u.address}'s mirror dropped it`);
+    }
+    // A moderator removes bob: b.test drops him without waiting for him to post.
+    assert.equal((await api(net, 'a.test', 'DELETE', `/rooms/town/members/${enc(bob.address)}`, { token: alice.token })).status, 204);
+    await sBob.until(() => sBob.frames.some((f) => f?.type === 'roomMembers' && f.room === TOWN && f.address === bob.address && f.change === 'removed'), 30_000, 'bob told he was removed');
+    assert.ok(!(await api(net, 'b.test', 'GET', '/me/rooms', { token: bob.token })).body.rooms.some((r: { room: string }) => r.room === TOWN));
+    assert.equal((await api(net, 'b.test', 'GET', `/rooms/${enc(TOWN)}/messages`, { token: bob.token })).status, 403);
+    // The host forgets cid with no notice at all (as if it were lost): c.test's reconcile
+    // (INTERTALK_ROOM_RECONCILE, 1 s here) finds out.
+    await net.provider('a.test').ctx.storage.db.deleteFrom('room_members').where('room', '=', 'town').where('address', '=', cid.address).execute();
+    await sCid.until(() => sCid.frames.some((f) => f?.type === 'roomMembers' && f.room === TOWN && f.address === cid.address && f.change === 'removed'), 60_000, 'cid dropped by the reconcile');
+    assert.ok(!(await api(net, 'c.test', 'GET', '/me/rooms', { token: cid.token })).body.rooms.some((r: { room: string }) => r.room === TOWN));
+    // A notice from a provider that does not host the room is refused, and changes nothing.
+    const body = JSON.stringify({ room: 'news#a.test', removedMembers: [bea.address] });
+    const token = await fed(net.provider('c.test')).keys.sign({ aud: 'b.test', sub: 'c.test' }, { body_sha256: Buffer.from(await sha256(body)).toString('base64url') });
+    const forged = await raw('b.test', 'POST', '/roomNotices', { headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body });
+    assert.equal(forged.status, 403, JSON.stringify(forged.body));
+    assert.equal(forged.body.error, 'not_the_host');
+    assert.ok((await api(net, 'b.test', 'GET', '/me/rooms', { token: bea.token })).body.rooms.some((r: { room: string }) => r.room === 'news#a.test'), 'bea is still in news');
   });
 });
 

@@ -23,6 +23,8 @@ export interface Config {
   sendRatePerMinute: number;
   /** Messages one member may post to one room per minute (src/rooms/). */
   roomPostRatePerMinute: number;
+  /** INTERTALK_ROOM_RECONCILE: how often a member provider asks each room's host who of its users are members. */
+  roomReconcileMs: number;
   /** Accounts one client address may create per hour through POST /users. */
   registrationsPerHour: number;
   /** Largest file (attachment, or seed-000 base64 `messageFormatted` once decoded), in bytes. */
@@ -250,6 +252,7 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken: get('INTERTALK_METRICS_TOKEN') ?? null,
     sendRatePerMinute: parseInteger('INTERTALK_SEND_RATE', get('INTERTALK_SEND_RATE') ?? '6000', 1, 100_000_000),
     roomPostRatePerMinute: parseInteger('INTERTALK_ROOM_POST_RATE', get('INTERTALK_ROOM_POST_RATE') ?? '120', 1, 100_000_000),
+    roomReconcileMs: within('INTERTALK_ROOM_RECONCILE', dur('INTERTALK_ROOM_RECONCILE', '5m'), 1000, 7 * 86_400_000),
     registrationsPerHour: parseInteger('INTERTALK_REGISTRATION_RATE', get('INTERTALK_REGISTRATION_RATE') ?? '30', 1, 100_000_000),
     maxAttachment: within('INTERTALK_MAX_ATTACHMENT', parseSize('INTERTALK_MAX_ATTACHMENT', get('INTERTALK_MAX_ATTACHMENT') ?? '10MiB'), 1, 1024 * 1024 * 1024),
     attachmentQuota: parseSize('INTERTALK_ATTACHMENT_QUOTA', get('INTERTALK_ATTACHMENT_QUOTA') ?? '1024MiB'),

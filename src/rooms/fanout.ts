@@ -20,6 +20,8 @@ export const MAX_FANOUT_MESSAGES = 50;
 const MAX_FANOUT_BYTES = 2 * 1024 * 1024;
 /** A drain holds its cursor's lease this long, renewed before each request (as the outbox does). */
 const LEASE_MS = 30_000;
+/** A room notice is tried at once, then after these delays. */
+const NOTICE_DELAYS_MS = [0, 2_000, 10_000];
 
 export interface FanoutItem {
   seq: number;
@@ -205,11 +207,36 @@ export class RoomFanout {
       .execute();
   }
 
-  private async send(domain: string, body: string): Promise<{ kind: 'delivered' } | { kind: 'retry'; reason: string; retryAfterMs: number | null } | { kind: 'fail'; reason: string }> {
+  /**
+   * POST /roomNotices (ours) to member providers: `{"room", "removedMessages"?, "removedMembers"?}`, under our
+   * provider token bound to the body. Best effort, a few tries in the background: the member
+   * provider's periodic reconcile makes up for a notice that never arrives.
+   */
+  notice(room: string, domains: string[], extra: { removedMessages?: number[]; removedMembers?: string[] }): void {
+    if (this.stopped) return;
+    const body = JSON.stringify({ room, ...extra });
+    for (const domain of domains) {
+      const run = async (): Promise<void> => {
+        for (let attempt = 0; attempt < NOTICE_DELAYS_MS.length && !this.stopped; attempt++) {
+          if (NOTICE_DELAYS_MS[attempt]! > 0) await new Promise((r) => setTimeout(r, NOTICE_DELAYS_MS[attempt]).unref());
+          if (this.stopped || ((await this.o.isBlocked?.(domain)) ?? false)) return;
+          const outcome = await this.send(domain, body, '/roomNotices');
+          if (outcome.kind !== 'retry') {
+            if (outcome.kind === 'fail') this.o.logger.info({ room, destination: domain, reason: outcome.reason }, 'room notice refused');
+            return;
+          }
+        }
+        this.o.logger.info({ room, destination: domain }, 'room notice not delivered; the member provider reconciles later');
+      };
+      void run().catch((err) => this.o.logger.warn({ err, room, destination: domain }, 'room notice failed'));
+    }
+  }
+
+  private async send(domain: string, body: string, path = '/roomMessages'): Promise<{ kind: 'delivered' } | { kind: 'retry'; reason: string; retryAfterMs: number | null } | { kind: 'fail'; reason: string }> {
     try {
       const base = await this.o.peers.baseUrl(domain);
       const token = await this.o.peers.signProvider(domain, body);
-      const res = await this.o.peers.request(`${base}/roomMessages`, {
+      const res = await this.o.peers.request(`${base}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
         body,

@@ -10,6 +10,7 @@ import { storableText } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import type { EventBus } from '../bus/bus.js';
 import { randomId } from '../util/ids.js';
+import { Periodic } from '../util/drains.js';
 import { PeerNetworkError } from '../federation/net.js';
 import { HttpError } from '../http/errors.js';
 import type { IssuerGate } from '../federation/verify.js';
@@ -30,6 +31,10 @@ const err = (status: number, error: string, message: string, headers?: Record<st
 
 /** At most this many messages in one POST /roomMessages. */
 export const MAX_ROOM_MESSAGES_IN = 500;
+/** At most this many older messages are fetched into the mirror when a member joins a history-"start" room. */
+export const MAX_BACKFILL = 10_000;
+/** Instances' clocks differ a little: a reconcile drops only memberships older than its question by this much. */
+const RECONCILE_MARGIN_MS = 5_000;
 const MAX_TO = 10_000;
 
 export interface RemoteRoomsOptions {
@@ -45,10 +50,25 @@ export interface RemoteRoomsOptions {
   gate?: IssuerGate;
   /** A peer proved who it is: deliveries to it need not wait for their back-off. */
   onPeerSeen?: (domain: string) => void;
+  /** INTERTALK_ROOM_RECONCILE: how often every room's host is asked who of ours are members. */
+  reconcileMs: number;
 }
 
 export class RemoteRooms {
-  constructor(private readonly o: RemoteRoomsOptions) {}
+  private readonly reconciler: Periodic;
+
+  constructor(private readonly o: RemoteRoomsOptions) {
+    this.reconciler = new Periodic(o.reconcileMs, () => this.reconcileAll().catch((e) => this.o.logger.warn({ err: e }, 'room membership reconcile failed')));
+  }
+
+  /** The periodic reconcile (not at once: a restart does not ask every host at the same moment). */
+  start(): void {
+    this.reconciler.start(false);
+  }
+
+  stop(): void {
+    this.reconciler.stop();
+  }
 
   /** One request to the host on behalf of `user`; the host's answer, or 502/504 when it cannot be reached. */
   private async call(host: string, method: 'PUT' | 'DELETE' | 'POST', path: string, user: string | null, body: string, contentType = 'application/json'): Promise<PeerAnswer> {
@@ -108,7 +128,18 @@ export class RemoteRooms {
       const seqOf = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
       const lastSeq = seqOf(info.joinedSeq) ?? seqOf(info.lastSeq) ?? 0;
       // History from the mirror: everything it holds (history "start"), or after the join.
-      if (fresh) await this.o.db.updateTable('remote_room_members').set({ joined_seq: info.history === 'start' ? 0 : lastSeq }).where('room', '=', room.full).where('address', '=', user).execute();
+      // joined_at: when the host said yes (a reconcile asked before that leaves it alone).
+      await this.o.db
+        .updateTable('remote_room_members')
+        .set(fresh ? { joined_seq: info.history === 'start' ? 0 : lastSeq, joined_at: this.o.clock.now() } : { joined_at: this.o.clock.now() })
+        .where('room', '=', room.full)
+        .where('address', '=', user)
+        .execute();
+      // History from the start, and the mirror lacks its beginning: fetch it from the host first.
+      if (fresh && info.history === 'start' && lastSeq > 0) {
+        const held = await this.o.db.selectFrom('remote_room_messages').select((eb) => eb.fn.countAll<number>().as('n')).where('room', '=', room.full).where('seq', '<=', lastSeq).executeTakeFirst();
+        if (Number(held?.n ?? 0) < lastSeq) await this.backfill(user, room, lastSeq);
+      }
       return { status: res.status, body: { ...(typeof res.body === 'object' && res.body ? res.body : {}), room: room.full } };
     }
     if (fresh || (res.status === 403 && (res.body as { error?: unknown } | null)?.error === 'banned')) await this.forget(room.full, user);
@@ -191,18 +222,9 @@ export class RemoteRooms {
       if (typeof i.seq !== 'number' || !Number.isSafeInteger(i.seq) || i.seq < 1 || seen.has(i.seq)) return err(400, 'invalid_request', 'seq: the room order, a positive integer (once per request)');
       seen.add(i.seq);
       if (!Array.isArray(i.to) || i.to.length > MAX_TO || !i.to.every((a) => typeof a === 'string')) return err(400, 'invalid_request', 'to: the members at this provider');
-      const v = await this.o.peers.verifyJws(i.message);
-      if (!v.ok) return err(v.status, v.error, `message ${i.seq}: ${v.message}`, v.retryAfterSeconds ? { 'retry-after': String(Math.ceil(v.retryAfterSeconds)) } : undefined);
-      const p = v.payload;
-      if (parseRoomAddress(p.room)?.full !== room.full) return err(400, 'invalid_room', `message ${i.seq}: signed for another room`);
-      if (typeof p.id !== 'string' || typeof p.sentAt !== 'string') return err(400, 'invalid_message', `message ${i.seq}: a signed room message needs "id" and "sentAt"`);
-      const m = parseRoomMessage(p, now, this.o.skewMs);
-      if (!m.ok) return err(400, 'invalid_message', `message ${i.seq}: ${m.message}`);
-      const message: RoomMessage = { room: room.full, seq: i.seq, id: p.id, from: v.from, sentAt: p.sentAt, message: storableText(m.value.message) };
-      if (m.value.messageFormatted !== undefined) {
-        message.messageFormatted = storableText(m.value.messageFormatted);
-        message.format = m.value.format!;
-      }
+      const c = await this.checkSigned(room.full, i.seq, i.message, now);
+      if (!c.ok) return c.answer;
+      const message = c.message;
       const recipients = [...new Set((i.to as string[]).map((a) => a.toLowerCase()))].filter((a) => domainOf(a) === this.o.domain && members.has(a));
       checked.push({ seq: i.seq, recipients, message, jws: i.message as string });
     }
@@ -214,17 +236,171 @@ export class RemoteRooms {
         results.push({ seq: c.seq, status: 'ignored' });
         continue;
       }
-      const { seq: _s, ...stored } = c.message;
-      const fresh = await this.o.db
-        .insertInto('remote_room_messages')
-        .values({ room: room.full, seq: c.seq, id: c.message.id, sender: c.message.from, sent_ms: Date.parse(c.message.sentAt), body: JSON.stringify(stored), jws: c.jws, created_at: now })
-        .onConflict((oc) => oc.columns(['room', 'seq']).doNothing())
-        .returning('seq')
-        .executeTakeFirst();
+      const fresh = await this.mirror(c.message, c.jws, now);
       if (fresh) this.o.bus.publish({ type: 'room', recipients: c.recipients, frame: JSON.stringify({ type: 'roomMessage', message: c.message }) });
       results.push({ seq: c.seq, status: fresh ? 'accepted' : 'duplicate' });
     }
     return { status: 200, body: { results } };
+  }
+
+  /** One signed room message from the host (delivered or backfilled), checked as the host checks posts. */
+  private async checkSigned(room: string, seq: number, jws: unknown, now: number): Promise<{ ok: true; message: RoomMessage } | { ok: false; answer: PeerAnswer }> {
+    const v = await this.o.peers.verifyJws(jws);
+    if (!v.ok) return { ok: false, answer: err(v.status, v.error, `message ${seq}: ${v.message}`, v.retryAfterSeconds ? { 'retry-after': String(Math.ceil(v.retryAfterSeconds)) } : undefined) };
+    const p = v.payload;
+    if (parseRoomAddress(p.room)?.full !== room) return { ok: false, answer: err(400, 'invalid_room', `message ${seq}: signed for another room`) };
+    if (typeof p.id !== 'string' || typeof p.sentAt !== 'string') return { ok: false, answer: err(400, 'invalid_message', `message ${seq}: a signed room message needs "id" and "sentAt"`) };
+    // Backfilled history may be old: the sentAt window only bounds the future.
+    const m = parseRoomMessage(p, now, this.o.skewMs);
+    if (!m.ok) return { ok: false, answer: err(400, 'invalid_message', `message ${seq}: ${m.message}`) };
+    const message: RoomMessage = { room, seq, id: p.id, from: v.from, sentAt: p.sentAt, message: storableText(m.value.message) };
+    if (m.value.messageFormatted !== undefined) {
+      message.messageFormatted = storableText(m.value.messageFormatted);
+      message.format = m.value.format!;
+    }
+    return { ok: true, message };
+  }
+
+  /** Into the mirror by (room, seq), once: true when it is new here. */
+  private async mirror(message: RoomMessage, jws: string, now: number): Promise<boolean> {
+    const { seq: _s, ...stored } = message;
+    const fresh = await this.o.db
+      .insertInto('remote_room_messages')
+      .values({ room: message.room, seq: message.seq, id: message.id, sender: message.from, sent_ms: Date.parse(message.sentAt), body: JSON.stringify(stored), jws, created_at: now })
+      .onConflict((oc) => oc.columns(['room', 'seq']).doNothing())
+      .returning('seq')
+      .executeTakeFirst();
+    return fresh !== undefined;
+  }
+
+  /**
+   * A room with history "start" that our provider had no member of before: the host's history up
+   * to the join goes into the mirror (GET /rooms/{room}/messages?withSeq=true on behalf of the
+   * member), at most MAX_BACKFILL messages. Best effort: what fails is logged, the join stands.
+   */
+  private async backfill(user: string, room: RoomAddress, upTo: number): Promise<void> {
+    let after = 0;
+    let taken = 0;
+    const now = this.o.clock.now();
+    while (after < upTo && taken < MAX_BACKFILL) {
+      const path = `${this.path(room, '/messages')}?after=${after}&limit=500&withSeq=true`;
+      let page: unknown;
+      try {
+        const base = await this.o.peers.baseUrl(room.domain);
+        const res = await this.o.peers.request(`${base}${path}`, { method: 'GET', headers: { authorization: `Bearer ${await this.o.peers.signUser(room.domain, user)}` }, timeoutMs: this.o.timeoutMs, maxResponseBytes: 64 * 1024 * 1024 });
+        if (res.status !== 200) throw new Error(`${room.domain} answered ${res.status}`);
+        page = JSON.parse(res.body.toString('utf8'));
+      } catch (e) {
+        this.o.logger.warn({ room: room.full, reason: e instanceof Error ? e.message : String(e) }, 'room history backfill stopped');
+        return;
+      }
+      if (!Array.isArray(page) || page.length === 0) return;
+      let last = after;
+      for (const item of page as Array<{ seq?: unknown; message?: unknown }>) {
+        const seq = item?.seq;
+        if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq <= last) {
+          this.o.logger.warn({ room: room.full }, 'room history backfill: the host answered out of order; stopped');
+          return;
+        }
+        last = seq;
+        if (seq > upTo) return;
+        const c = await this.checkSigned(room.full, seq, item.message, now);
+        if (!c.ok) {
+          this.o.logger.warn({ room: room.full, seq, reason: (c.answer.body as { message?: string }).message }, 'room history backfill: message skipped');
+          continue;
+        }
+        await this.mirror(c.message, item.message as string, now);
+        taken++;
+      }
+      after = last;
+    }
+  }
+
+  /**
+   * Asks the host which of our users are members of `room` now (POST /rooms/{room}/membership)
+   * and makes our membership match: those it does not list are dropped (and told, with a
+   * `roomMembers` frame). (Never added: a membership starts with the user's own join.) A host
+   * that cannot be reached changes nothing. Returns our members after it, or null when the host
+   * did not answer.
+   */
+  async reconcile(roomFull: string, named: ReadonlySet<string> = new Set()): Promise<string[] | null> {
+    const room = parseRoomAddress(roomFull);
+    if (!room || room.domain === this.o.domain) return null;
+    const body = JSON.stringify({ room: room.full });
+    const askedAt = this.o.clock.now();
+    let res;
+    try {
+      const base = await this.o.peers.baseUrl(room.domain);
+      res = await this.o.peers.request(`${base}${this.path(room, '/membership')}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${await this.o.peers.signProvider(room.domain, body)}` }, body, timeoutMs: this.o.timeoutMs, maxResponseBytes: 4 * 1024 * 1024 });
+    } catch (e) {
+      this.o.peers.invalidate(room.domain);
+      this.o.logger.info({ room: room.full, reason: e instanceof Error ? e.message : String(e) }, 'room membership check: host unreachable');
+      return null;
+    }
+    let listed: Set<string>;
+    if (res.status === 404) {
+      listed = new Set(); // the room is gone
+    } else if (res.status === 200) {
+      let j: { members?: unknown };
+      try {
+        j = JSON.parse(res.body.toString('utf8')) as { members?: unknown };
+      } catch {
+        return null;
+      }
+      if (!Array.isArray(j.members)) return null;
+      listed = new Set();
+      for (const m of j.members as Array<{ address?: unknown }>) if (typeof m?.address === 'string') listed.add(m.address.toLowerCase());
+    } else {
+      this.o.logger.info({ room: room.full, status: res.status }, 'room membership check refused by the host');
+      return null;
+    }
+    // Only memberships older than the question: a join answered while it was on its way (or still
+    // pending) may be missing from the answer; the next reconcile sees it.
+    const ours = await this.o.db.selectFrom('remote_room_members').select(['address', 'joined_seq', 'joined_at']).where('room', '=', room.full).execute();
+    // (Members a host's notice names as removed need no margin: the host said so, and the answer confirms it.)
+    const gone = ours.filter((r) => !listed.has(r.address) && (named.has(r.address) || Number(r.joined_at) < askedAt - RECONCILE_MARGIN_MS) && Number(r.joined_seq) !== Number.MAX_SAFE_INTEGER).map((r) => r.address);
+    if (gone.length > 0) {
+      await this.o.db.deleteFrom('remote_room_members').where('room', '=', room.full).where('address', 'in', gone).execute();
+      const stay = ours.map((r) => r.address).filter((a) => !gone.includes(a));
+      for (const a of gone) this.o.bus.publish({ type: 'room', recipients: [...stay, a], frame: JSON.stringify({ type: 'roomMembers', room: room.full, address: a, change: 'removed' }) });
+      this.o.logger.info({ room: room.full, removed: gone.length }, 'room membership reconciled: members removed by the host');
+    }
+    return ours.map((r) => r.address).filter((a) => !gone.includes(a)).sort();
+  }
+
+  /** Every room hosted elsewhere that someone here is a member of, reconciled one after another. */
+  async reconcileAll(): Promise<void> {
+    const rooms = await this.o.db.selectFrom('remote_room_members').select('room').distinct().execute();
+    for (const r of rooms) await this.reconcile(r.room).catch((e) => this.o.logger.warn({ err: e, room: r.room }, 'room membership check failed'));
+  }
+
+  /**
+   * POST /roomNotices from a room's host (ours): `{"room", "removedMessages"?: [seq], "removedMembers"?: [address]}` under its
+   * provider token bound to the body. Removed messages leave the mirror (and our members' screens);
+   * then we ask the host who is a member (a notice carries no membership itself, so an old or
+   * repeated notice cannot undo a newer change).
+   */
+  async notice(input: { authorization: string | undefined; rawBody: Buffer | string; body: unknown }): Promise<PeerAnswer> {
+    const auth = await this.o.peers.verifyProvider(input.authorization, input.rawBody, this.o.gate);
+    if (!auth.ok) return err(auth.status, auth.error, auth.message, auth.retryAfterSeconds ? { 'retry-after': String(Math.ceil(auth.retryAfterSeconds)) } : undefined);
+    const b = input.body as Record<string, unknown> | null;
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) return err(400, 'invalid_request', 'the body must be {"room", "removedMessages"?: [seq], "removedMembers"?: [address]}');
+    const room = parseRoomAddress(b.room);
+    if (!room) return err(400, 'invalid_room', 'room: name#domain');
+    if (room.domain !== auth.iss) return err(403, 'not_the_host', `${auth.iss} does not host ${room.full}`);
+    const removed = b.removedMessages ?? [];
+    if (!Array.isArray(removed) || removed.length > MAX_ROOM_MESSAGES_IN || !removed.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) return err(400, 'invalid_request', `removedMessages: up to ${MAX_ROOM_MESSAGES_IN} room seqs`);
+    const removedMembers = b.removedMembers ?? [];
+    if (!Array.isArray(removedMembers) || removedMembers.length > MAX_TO || !removedMembers.every((x) => typeof x === 'string' && x.length <= 320)) return err(400, 'invalid_request', 'removedMembers: addresses');
+    this.o.onPeerSeen?.(auth.iss);
+    const members = (await this.o.db.selectFrom('remote_room_members').select('address').where('room', '=', room.full).execute()).map((r) => r.address);
+    if (members.length === 0) return { status: 200, body: { room: room.full, members: [] } };
+    if (removed.length > 0) {
+      const res = await this.o.db.deleteFrom('remote_room_messages').where('room', '=', room.full).where('seq', 'in', removed as number[]).executeTakeFirst();
+      if (Number(res.numDeletedRows) > 0) for (const seq of removed as number[]) this.o.bus.publish({ type: 'room', recipients: members, frame: JSON.stringify({ type: 'roomMessageRemoved', room: room.full, seq }) });
+    }
+    const now = await this.reconcile(room.full, new Set((removedMembers as string[]).map((a) => a.toLowerCase())));
+    return { status: 200, body: { room: room.full, members: now ?? members } };
   }
 
   /** A member of ours was removed or banned by the host (it answered not_a_member / banned on a post). */

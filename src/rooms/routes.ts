@@ -59,7 +59,6 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
       onAttempt: (outcome) => outcomes.inc({ outcome }),
       isBlocked: (d) => peers.isBlocked(d),
     });
-    rooms.federate(peers, fanout);
     const f = fanout;
     remote = new RemoteRooms({
       db: ctx.storage.db,
@@ -72,7 +71,9 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
       skewMs: config.clockSkewMs,
       gate,
       onPeerSeen: (d) => void f.peerIsUp(d).catch(() => undefined),
+      reconcileMs: config.roomReconcileMs,
     });
+    rooms.federate(peers, fanout, remote);
   }
 
   // A signed room message as the body of POST /rooms/{room}/messages (the revision: "the JWS in
@@ -306,7 +307,8 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
       const peer = await peerUser(req, 'history');
       const out = await rooms.signedHistory(name, peer.sub, query);
       inbound.inc({ route: 'history', status: '200' });
-      return out;
+      // (ours) `withSeq=true`: [{"seq", "message": JWS}], so the member provider can mirror them in room order.
+      return q.withSeq === 'true' ? out : out.map((m) => m.message);
     }
     const user = await requireUser(ctx, req);
     const t = roomTarget(req);
@@ -315,6 +317,39 @@ export function roomRoutes(app: FastifyInstance, ctx: AppContext): void {
       return { messages: await remoteSide(t.remote).history(user.address, t.remote, query) };
     }
     return { messages: await rooms.history(t.local, user.address, query) };
+  });
+
+  // (ours) POST /rooms/{room}/membership from a member provider (provider token bound to the
+  // body {"room": "name#host"}): which of its users are members now — it reconciles its mirror.
+  app.post('/rooms/:room/membership', async (req) => {
+    if (!peers) throw new HttpError(403, 'federation_disabled', 'this provider does not accept requests from other providers');
+    const name = roomName(req);
+    const ip = await ipLimiter.hit(`fed-rooms-ip:${clientBucket(req.ip)}`);
+    if (!ip.allowed) throw new HttpError(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
+    const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? Buffer.alloc(0);
+    const auth = await peers.verifyProvider(req.headers.authorization, raw, gate);
+    if (!auth.ok) {
+      inbound.inc({ route: 'membership', status: String(auth.status) });
+      throw refused(auth);
+    }
+    if (await peers.isBlocked(auth.iss)) throw forbidden(`${auth.iss} is blocked by this provider`, 'domain_blocked');
+    if (parseRoomAddress(obj(req.body).room)?.full !== rooms.address(name)) throw badRequest(`room: this is ${rooms.address(name)}`, 'invalid_room');
+    const members = await rooms.membersAt(name, auth.iss);
+    inbound.inc({ route: 'membership', status: '200' });
+    void fanout?.peerIsUp(auth.iss).catch(() => undefined);
+    return { room: rooms.address(name), members };
+  });
+
+  // (ours) POST /roomNotices from a room's host: something changed (a member of ours removed or
+  // banned, a message removed); we drop removed messages and ask the host who is a member.
+  app.post('/roomNotices', async (req, reply) => {
+    if (!remote) throw new HttpError(403, 'federation_disabled', 'this provider does not accept requests from other providers');
+    const ip = await ipLimiter.hit(`fed-rooms-ip:${clientBucket(req.ip)}`);
+    if (!ip.allowed) throw new HttpError(429, 'rate_limited', 'too many requests from this address', { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) });
+    const raw = (req as FastifyRequest & { rawBody?: Buffer }).rawBody ?? Buffer.alloc(0);
+    const res = await remote.notice({ authorization: req.headers.authorization, rawBody: raw, body: req.body });
+    inbound.inc({ route: 'roomNotices', status: String(res.status) });
+    return answer(reply, res);
   });
 
   // POST /roomMessages from a room's host: new messages of a room our users are members of.

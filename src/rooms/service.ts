@@ -12,6 +12,7 @@ import { domainOf } from '../protocol/address.js';
 import { formatReferral, parseRoomAddress, parseRoomMessage, type HistoryPolicy, type RoomMessageInput, type RoomPolicyInput, type Visibility } from './protocol.js';
 import type { RoomPeers } from './peers.js';
 import type { RoomFanout } from './fanout.js';
+import type { RemoteRooms } from './remote.js';
 
 export type Role = 'owner' | 'moderator' | 'member';
 
@@ -62,21 +63,25 @@ export function signedPayload(m: Omit<RoomMessage, 'seq'>): Record<string, unkno
 export class Rooms {
   private peers: RoomPeers | null = null;
   private fanout: RoomFanout | null = null;
+  private remote: RemoteRooms | null = null;
 
   constructor(private readonly d: RoomsDeps) {}
 
   /** Members on other providers (src/rooms/fanout.ts, peers.ts): set once the provider federates. */
-  federate(peers: RoomPeers, fanout: RoomFanout): void {
+  federate(peers: RoomPeers, fanout: RoomFanout, remote: RemoteRooms): void {
     this.peers = peers;
     this.fanout = fanout;
+    this.remote = remote;
   }
 
-  /** Starts delivering to member providers (after the provider listens). */
+  /** Starts delivering to member providers, and reconciling rooms elsewhere (after the provider listens). */
   start(): void {
     this.fanout?.start();
+    this.remote?.start();
   }
 
   async stop(): Promise<void> {
+    this.remote?.stop();
     await this.fanout?.stop();
   }
 
@@ -248,6 +253,8 @@ export class Rooms {
     const left = Number(res.numDeletedRows) > 0;
     if (left) await this.dropIdleCursors(name);
     if (left) await this.notifyMembers(name, address, by === address ? 'left' : 'removed', [address]);
+    // A member elsewhere removed by a moderator: their provider is told (it asks us who is left).
+    if (left && by !== address) this.noticePeers(name, [address]);
     return left;
   }
 
@@ -304,6 +311,27 @@ export class Rooms {
     return { message, replayed: false };
   }
 
+  /**
+   * Tells the providers of `addresses` (other than us) that something changed in the room: they
+   * ask us who of theirs is a member (POST /rooms/{room}/membership). Best effort: a notice that
+   * does not arrive is made up for by their periodic reconcile (INTERTALK_ROOM_RECONCILE).
+   */
+  private noticePeers(name: string, addresses: string[], extra: { removedMessages?: number[] } = {}): void {
+    const domains = [...new Set(addresses.map(domainOf))].filter((d) => d !== this.d.domain);
+    for (const d of domains) {
+      const body = extra.removedMessages ? extra : { removedMembers: addresses.filter((a) => domainOf(a) === d) };
+      this.fanout?.notice(this.address(name), [d], body);
+    }
+  }
+
+  /** POST /rooms/{room}/membership from a member provider: its users who are members now. */
+  async membersAt(name: string, domain: string): Promise<Array<{ address: string; joinedSeq: number; role: Role }>> {
+    const r = await this.roomRow(name);
+    const rows = await this.d.db.selectFrom('room_members').select(['address', 'joined_seq', 'role']).where('room', '=', name).where('address', 'like', `%@${domain}`).execute();
+    // History "start": they read from the start, whenever they joined.
+    return rows.filter((m) => domainOf(m.address) === domain).map((m) => ({ address: m.address, joinedSeq: r.history === 'start' ? 0 : Number(m.joined_seq), role: m.role as Role }));
+  }
+
   /** Members on this provider (who get live frames here; remote members through their providers). */
   async localMembers(name: string): Promise<string[]> {
     const rows = await this.d.db.selectFrom('room_members').select('address').where('room', '=', name).execute();
@@ -353,11 +381,11 @@ export class Rooms {
    * GET /rooms/{room}/messages from a member's provider (the revision): the same messages as
    * history(), as the JSON array of their signed forms (JWS), in room order.
    */
-  async signedHistory(name: string, viewer: string, q: { since?: number; after?: number; limit: number }): Promise<string[]> {
+  async signedHistory(name: string, viewer: string, q: { since?: number; after?: number; limit: number }): Promise<Array<{ seq: number; message: string }>> {
     const seqs = (await this.history(name, viewer, q)).map((m) => m.seq);
     if (seqs.length === 0) return [];
     const rows = await this.d.db.selectFrom('room_messages').select(['seq', 'jws']).where('room', '=', name).where('seq', 'in', seqs).orderBy('seq').execute();
-    return rows.flatMap((r) => (r.jws ? [r.jws] : []));
+    return rows.flatMap((r) => (r.jws ? [{ seq: Number(r.seq), message: r.jws }] : []));
   }
 
   /** A moderator removes a message (its text is scrubbed from the log). */
@@ -367,6 +395,8 @@ export class Rooms {
     const removed = Number(res.numUpdatedRows) > 0;
     // (ours) Local members' clients drop it from what they show.
     if (removed) this.d.bus.publish({ type: 'room', recipients: await this.localMembers(name), frame: JSON.stringify({ type: 'roomMessageRemoved', room: this.address(name), seq }) });
+    // Member providers drop it from their mirrors.
+    if (removed) this.noticePeers(name, (await this.d.db.selectFrom('room_members').select('address').where('room', '=', name).execute()).map((m) => m.address), { removedMessages: [seq] });
     return removed;
   }
 
@@ -385,6 +415,7 @@ export class Rooms {
     });
     if (removed.length > 0) await this.dropIdleCursors(name);
     for (const a of removed) await this.notifyMembers(name, a, 'banned', [a]);
+    this.noticePeers(name, removed);
     return { removed };
   }
 
