@@ -190,9 +190,15 @@ export class CallbackEndpoint {
     const p = parseCallbackRequest(body);
     if (!p.ok) return refuse(400, p.error, p.message);
     const req = p.req;
+    // Each notify costs a home-page fetch and two call-backs; check, grant and revoke a database
+    // look-up (and, grant, a home-page fetch): all count against the client address.
+    if (req.type !== 'message') {
+      const ip = await this.o.perIp.hit(`callback-ip:${clientBucket(remoteIp)}`);
+      if (ip.granted === 0) return { status: 429, body: { error: 'rate_limited', message: 'too many callback requests from this address' }, headers: { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) } };
+    }
     switch (req.type) {
       case 'notify':
-        return this.notify(req, remoteIp);
+        return this.notify(req);
       case 'message':
         return this.message(req, remoteIp);
       case 'revoke':
@@ -206,9 +212,7 @@ export class CallbackEndpoint {
 
   // --- receiver ---------------------------------------------------------------------------------
 
-  private async notify(req: Extract<CallbackRequest, { type: 'notify' }>, remoteIp: string): Promise<InboundResult> {
-    const ip = await this.o.perIp.hit(`callback-ip:${clientBucket(remoteIp)}`);
-    if (ip.granted === 0) return { status: 429, body: { error: 'rate_limited', message: 'too many callback requests from this address' }, headers: { 'retry-after': String(Math.max(1, Math.ceil(ip.retryAfterMs / 1000))) } };
+  private async notify(req: Extract<CallbackRequest, { type: 'notify' }>): Promise<InboundResult> {
     const domain = req.domain;
     if (domain === this.o.domain || this.o.isOurs(domain)) return refuse(403, 'sender_is_local', `${domain} is this provider's; a peer cannot speak for it`);
     if (await this.o.isBlocked(domain)) return refuse(403, 'domain_blocked', `${domain} is blocked by this provider`);
