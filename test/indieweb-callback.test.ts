@@ -143,6 +143,18 @@ describe('personal domains: the callback flow', () => {
     assert.equal(live.length, 1);
   });
 
+  it('durable: an answer lost after the peer stored the message is retried and acknowledged as a duplicate — delivered once', async () => {
+    peer.loseAnswers = 1;
+    const r = await api(net, 'a.test', 'POST', '/messages', { token: alice.token, json: { from: 'alice@alice.test', to: ['alice@alice.test', 'carol@carol.test'], message: 'lost answer' } });
+    assert.equal(r.status, 201);
+    const d = await delivered(alice, r.body);
+    assert.equal(d.state, 'delivered', JSON.stringify(d));
+    assert.equal(peer.loseAnswers, 0);
+    assert.equal(peer.inbox.filter((m) => m.message === 'lost answer').length, 1);
+    const row = await net.provider('a.test').ctx.storage.db.selectFrom('outbox').select('attempts').where('message_seq', '=', r.body.seq).executeTakeFirstOrThrow();
+    assert.ok(Number(row.attempts) >= 2, `attempts: ${row.attempts}`);
+  });
+
   it('from a callback-only peer to our users: six-step (Link header) and token variant (legacy rel="pm")', async () => {
     const m1 = peerMessage('carol@carol.test', 'alice@alice.test', 'carol by six steps');
     const r1 = await peer.send(m1, 'six-step');

@@ -38,6 +38,8 @@ export class CallbackPeer {
   readonly inbox: Json[] = [];
   /** Every request it received: its type. */
   readonly log: string[] = [];
+  /** The next this-many messages are stored but answered 503 (an answer lost on the way back). */
+  loseAnswers = 0;
   private server!: http.Server;
 
   constructor(
@@ -165,6 +167,10 @@ export class CallbackPeer {
         if (t.id !== null && m.id !== t.id) return [403, { error: 'token_mismatch', message: 'another message' }];
         if (this.inbox.some((x) => x.from === m.from && x.id === m.id)) return [200, { id: m.id, status: 'duplicate' }];
         this.inbox.push(m);
+        if (this.loseAnswers > 0) {
+          this.loseAnswers--;
+          return [503, { error: 'unavailable', message: 'stored, but the answer is lost' }];
+        }
         return [201, { id: m.id, status: 'accepted' }];
       }
       case 'revoke': {
