@@ -61,6 +61,19 @@ export interface Config {
     recheckMs: number;
     /** INTERTALK_PERSONAL_DOMAIN_CACHE: how long a sender's home page (delegation) is trusted. */
     cacheTtlMs: number;
+    /**
+     * INTERTALK_CALLBACK_FLOW: how we send to a callback-only server (seed 001): `token` (the
+     * "auth code and token" variant: one token for many messages) or `message` (the six-step flow,
+     * once per message).
+     */
+    callbackFlow: 'token' | 'message';
+    /** INTERTALK_CALLBACK_TOKEN_TTL: lifetime of the tokens we issue in the token variant. */
+    callbackTokenTtlMs: number;
+    /**
+     * INTERTALK_INDIEWEB_DELIVERY: `auto` (federation when the server a home page names speaks it,
+     * else the callback flow) or `callback` (always the callback flow).
+     */
+    delivery: 'auto' | 'callback';
   };
   federation: {
     resolve: Map<string, { host: string; port: number }>;
@@ -201,6 +214,12 @@ export function parseVapidSubject(raw: string): string {
   return raw;
 }
 
+function oneOf<T extends string>(key: string, raw: string, allowed: readonly T[]): T {
+  const v = raw.toLowerCase();
+  if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(`${key}: "${raw}" must be one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const get = (k: string) => {
     const v = env[k];
@@ -282,6 +301,9 @@ export function loadConfig(env: Env = process.env): Config {
     indieweb: {
       recheckMs: within('INTERTALK_PERSONAL_DOMAIN_RECHECK', dur('INTERTALK_PERSONAL_DOMAIN_RECHECK', '6h'), 1000, 365 * 86_400_000),
       cacheTtlMs: within('INTERTALK_PERSONAL_DOMAIN_CACHE', dur('INTERTALK_PERSONAL_DOMAIN_CACHE', '10m'), 0, 86_400_000),
+      callbackFlow: oneOf('INTERTALK_CALLBACK_FLOW', get('INTERTALK_CALLBACK_FLOW') ?? 'token', ['token', 'message'] as const),
+      callbackTokenTtlMs: within('INTERTALK_CALLBACK_TOKEN_TTL', dur('INTERTALK_CALLBACK_TOKEN_TTL', '1h'), 60_000, 30 * 86_400_000),
+      delivery: oneOf('INTERTALK_INDIEWEB_DELIVERY', get('INTERTALK_INDIEWEB_DELIVERY') ?? 'auto', ['auto', 'callback'] as const),
     },
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),

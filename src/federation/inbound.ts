@@ -75,6 +75,39 @@ export class Inbound {
   }
 
   /**
+   * A message carried by the seed's callback flow (src/indieweb/callback.ts): no JWT, but a
+   * token we issued to the sender's domain after calling its server back. `authorize` checks the
+   * token against the validated message (null: it may carry it) and returns the sender's domain
+   * as proven; then the same policy and storage as POST /messages. Nothing is stored on a refusal.
+   */
+  async receiveByCallback(input: {
+    body: unknown;
+    remoteIp: string;
+    domain: string;
+    insecure: boolean;
+    authorize: (m: { from: string; id: string | undefined }) => Promise<InboundResult | null>;
+  }): Promise<InboundResult> {
+    const limited = await this.limit(input.remoteIp, input.domain, 1);
+    if (typeof limited !== 'number') return limited;
+    const now = this.o.clock.now();
+    const v = validateMessage(input.body, { now, maxRecipients: this.o.maxRecipients, skewMs: this.o.skewMs, requireSentAt: false, requireId: false });
+    if (!v.ok) return err(400, v.error, v.message);
+    try {
+      checkInlineBinary(v.value, this.o.maxAttachment);
+    } catch (e) {
+      if (e instanceof HttpError) return err(e.status, e.code, e.message);
+      throw e;
+    }
+    const refused = await input.authorize({ from: v.value.from.toLowerCase(), id: v.value.id ?? undefined });
+    if (refused) return refused;
+    const peer = await peerLimit(this.o.perPeer, `fed-peer:${input.domain}`, input.domain, 1);
+    if (peer) return refusal(peer);
+    const admitted = this.admit(v.value, await this.knownLocal(this.localRecipients(v.value)), now);
+    if ('status' in admitted) return admitted;
+    return this.store(admitted, input.domain, input.insecure);
+  }
+
+  /**
    * Before a large POST /messages body is read (messaging/routes.ts): steps 1, 2 and 0a of
    * docs/federation.md — the per-address limit (counted here only for a refusal: receive()
    * counts the others), the blocklist, and the token's claims and signature as far as they need

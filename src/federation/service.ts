@@ -39,7 +39,7 @@ export class Federation implements FederationPort {
   readonly signals: SignalsFederation;
   /** Other ways to reach a destination than intertalk (src/federation/transports.ts). */
   readonly transports = new Transports();
-  private readonly inbound: Inbound;
+  readonly inbound: Inbound;
   /** Personal domains (src/indieweb/): set by the factory below. */
   indieweb: Indieweb | null = null;
 

@@ -12,6 +12,8 @@ import type { RateLimiter } from '../auth/limiter.js';
 import { PersonalDomains, DomainError } from './domains.js';
 import { Delegations } from './delegation.js';
 import { PersonalDomainTransport } from './transport.js';
+import { CallbackEndpoint, CallbackStore } from './callback.js';
+import { CallbackTransport } from './callback-transport.js';
 
 /** PUT /me/domains/{domain} runs a check (a home-page fetch): at most this many per account per hour. */
 export const CHECKS_PER_HOUR = 60;
@@ -20,6 +22,11 @@ export class Indieweb {
   readonly domains: PersonalDomains;
   readonly delegations: Delegations;
   readonly transport: PersonalDomainTransport;
+  /** The seed's callback flow: our endpoint (POST {publicUrl}/), its store, and the sender side. */
+  readonly callbackStore: CallbackStore;
+  readonly callback: CallbackEndpoint;
+  readonly callbackTransport: CallbackTransport;
+  private cleanupTimer: NodeJS.Timeout | null = null;
   /** Checks a user may ask for (each fetches a home page): CHECKS_PER_HOUR per account. */
   private readonly checkLimiter: RateLimiter;
 
@@ -50,11 +57,38 @@ export class Indieweb {
       timeoutMs: config.federation.requestTimeoutMs,
       ttlMs: config.indieweb.cacheTtlMs,
       isOurs: (d) => this.domains.isOurs(d),
+      delivery: config.indieweb.delivery,
+    });
+    this.callbackStore = new CallbackStore({ db: storage.db, clock });
+    this.callback = new CallbackEndpoint({
+      db: storage.db,
+      clock,
+      logger,
+      http: fed.http,
+      store: this.callbackStore,
+      delegations: this.delegations,
+      domain: config.domain,
+      endpoint: this.domains.serverUrl,
+      isOurs: (d) => this.domains.isOurs(d),
+      isBlocked: (d) => fed.blocklist.isBlocked(d),
+      tokenTtlMs: config.indieweb.callbackTokenTtlMs,
+      perIp: ctx.rateLimiter('callback-notify-ip', 600, 60_000),
+      receive: (input) => fed.inbound.receiveByCallback(input),
+    });
+    this.callbackTransport = new CallbackTransport({
+      http: fed.http,
+      store: this.callbackStore,
+      routes: this.transport,
+      clock,
+      logger,
+      flow: config.indieweb.callbackFlow,
+      timeoutMs: config.federation.requestTimeoutMs,
     });
     this.checkLimiter = ctx.rateLimiter('personal-domain-check', CHECKS_PER_HOUR, 3_600_000);
     ctx.messaging.useAliases((a) => this.domains.owner(a));
     fed.verifier.useDelegation(this.delegations.check, (a) => this.domains.owner(a) !== null);
     fed.addTransport(this.transport);
+    fed.addTransport(this.callbackTransport);
   }
 
   async init(): Promise<void> {
@@ -63,9 +97,13 @@ export class Indieweb {
 
   start(): void {
     this.domains.start();
+    this.cleanupTimer = setInterval(() => void this.callbackStore.cleanup().catch((err) => this.ctx.logger.warn({ err }, 'callback token cleanup failed')), 3_600_000);
+    this.cleanupTimer.unref();
   }
 
   async stop(): Promise<void> {
+    if (this.cleanupTimer) clearInterval(this.cleanupTimer);
+    this.cleanupTimer = null;
     await this.domains.stop();
   }
 
@@ -80,6 +118,12 @@ export class Indieweb {
       }
     };
     const param = (req: { params: unknown }) => String((req.params as { domain?: string }).domain ?? '');
+    // The seed's callback endpoint: the URL our users' home pages name (callback.ts).
+    app.post('/', async (req, reply) => {
+      const r = await this.callback.handle(req.body, req.ip);
+      reply.code(r.status).headers(r.headers ?? {});
+      return r.body;
+    });
     app.get('/me/domains', async (req) => {
       const user = await requireUser(ctx, req);
       return { domains: await this.domains.list(user), publish: this.domains.publish('{domain}') };

@@ -5,6 +5,9 @@
 // by federation — POST {server}/messages with a token whose `iss` is our domain, `aud` the
 // server's host (the provider's domain) and `sub` our sender. The receiving provider stores it
 // for the owner of bob.example (src/indieweb/domains.ts on its side).
+// A named server that does not speak intertalk federation (its host publishes no
+// /.well-known/intertalk with a version) is reached by the seed's callback flow instead
+// (callback-transport.ts), which asks route() here.
 import type { Logger } from 'pino';
 import type { Clock } from '../util/clock.js';
 import type { PeerHttp } from '../federation/net.js';
@@ -20,9 +23,15 @@ import type { Delegations } from './delegation.js';
 /** How long "not a personal domain" is remembered (it is asked before every delivery round). */
 const NEGATIVE_TTL_MS = 60_000;
 
+/** How a personal domain is reached: the server its home page names, and what that server speaks. */
+export interface Route {
+  server: string;
+  protocol: 'federation' | 'callback';
+}
+
 export class PersonalDomainTransport implements DeliveryTransport {
   readonly name = 'indieweb';
-  private readonly decided = new Map<string, { server: string | null; expires: number }>();
+  private readonly decided = new Map<string, { route: Route | null; expires: number }>();
 
   constructor(
     private readonly o: {
@@ -36,18 +45,49 @@ export class PersonalDomainTransport implements DeliveryTransport {
       ttlMs: number;
       /** Our own personal domains never leave (Messaging writes no outbox row for them). */
       isOurs: (domain: string) => boolean;
+      /** INTERTALK_INDIEWEB_DELIVERY: `callback` sends by the callback flow even to federation servers. */
+      delivery: 'auto' | 'callback';
     },
   ) {}
 
   /** The server a destination's home page names, or null when it is not a personal domain. */
   async serverFor(destination: string): Promise<string | null> {
+    return (await this.route(destination))?.server ?? null;
+  }
+
+  /** How a destination is reached when it is a personal domain (null: it is not one). */
+  async route(destination: string): Promise<Route | null> {
     const now = this.o.clock.now();
     const hit = this.decided.get(destination);
-    if (hit && hit.expires > now) return hit.server;
+    if (hit && hit.expires > now) return hit.route;
     const server = await this.decide(destination);
+    const route = server === null ? null : { server, protocol: await this.protocolOf(server) };
     if (this.decided.size >= 10_000) this.decided.clear();
-    this.decided.set(destination, { server, expires: now + (server ? this.o.ttlMs : NEGATIVE_TTL_MS) });
-    return server;
+    this.decided.set(destination, { route, expires: now + (route ? this.o.ttlMs : NEGATIVE_TTL_MS) });
+    return route;
+  }
+
+  /** Forgets what was decided for a destination (a delivery failed on the network). */
+  forget(destination: string): void {
+    this.decided.delete(destination);
+    this.o.delegations.forget(destination);
+  }
+
+  /**
+   * Does the named server speak intertalk federation? Its host publishes /.well-known/intertalk
+   * with at least one version. A 404 there means it does not (the callback flow); a network
+   * failure means we cannot tell yet (thrown: the round is retried).
+   */
+  private async protocolOf(server: string): Promise<Route['protocol']> {
+    if (this.o.delivery === 'callback') return 'callback';
+    let host: string;
+    try {
+      host = new URL(server).hostname.toLowerCase();
+    } catch {
+      return 'callback';
+    }
+    const peer = await this.o.discovery.resolve(host);
+    return peer.versions.length > 0 ? 'federation' : 'callback';
   }
 
   private async decide(destination: string): Promise<string | null> {
@@ -64,7 +104,7 @@ export class PersonalDomainTransport implements DeliveryTransport {
   }
 
   async claims(destination: string): Promise<boolean> {
-    return (await this.serverFor(destination)) !== null;
+    return (await this.route(destination))?.protocol === 'federation';
   }
 
   async deliver(destination: string, rows: OutboundRow[]): Promise<DeliveryOutcome[]> {
@@ -110,8 +150,7 @@ export class PersonalDomainTransport implements DeliveryTransport {
       if (kind === 'retry' || (res.status >= 300 && res.status < 400)) return { kind: 'retry', reason, retryAfterMs: parseRetryAfter(res.headers['retry-after'], this.o.clock.now()) };
       return { kind: 'fail', reason };
     } catch (err) {
-      this.decided.delete(destination);
-      this.o.delegations.forget(destination);
+      this.forget(destination);
       const reason = `${label}: ${err instanceof Error ? err.message : String(err)}`;
       if (err instanceof PeerNetworkError && err.policy) return { kind: 'fail', reason };
       return { kind: 'retry', reason, retryAfterMs: null };

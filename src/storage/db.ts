@@ -9,6 +9,7 @@ import { push } from './migrations/004_push.js';
 import { rooms } from './migrations/003_rooms.js';
 import { roomsFederation } from './migrations/005_rooms_federation.js';
 import { personalDomains } from './migrations/006_personal_domains.js';
+import { callbackFlow } from './migrations/007_callback_flow.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -167,7 +168,7 @@ export async function openStorage(url: string): Promise<Storage> {
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {
-  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '003_rooms': rooms(dialect), '004_push': push(dialect), '005_rooms_federation': roomsFederation(dialect), '006_personal_domains': personalDomains(dialect) };
+  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '003_rooms': rooms(dialect), '004_push': push(dialect), '005_rooms_federation': roomsFederation(dialect), '006_personal_domains': personalDomains(dialect), '007_callback_flow': callbackFlow(dialect) };
 }
 
 /** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */

@@ -355,6 +355,39 @@ export interface PersonalDomainsTable {
   next_check_at: number;
 }
 
+/** Tokens we issued as a callback-flow receiver (007_callback_flow): their SHA-256 only. */
+export interface CallbackTokensTable {
+  token_hash: string;
+  flow: string; // 'message' | 'session'
+  domain: string;
+  message_id: string | null;
+  peer: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  revoked_at: number | null;
+}
+
+/** Auth codes we issued as a callback-flow sender (token variant): their SHA-256 only. */
+export interface CallbackCodesTable {
+  code_hash: string;
+  domain: string;
+  destination: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+/** Tokens receivers granted us: by endpoint, sender domain and message id ('' for a session). */
+export interface CallbackHeldTable {
+  destination: string;
+  domain: string;
+  message_id: string;
+  token: string;
+  created_at: number;
+  expires_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -391,4 +424,7 @@ export interface Database {
   remote_room_members: RemoteRoomMembersTable;
   remote_room_messages: RemoteRoomMessagesTable;
   personal_domains: PersonalDomainsTable;
+  callback_tokens: CallbackTokensTable;
+  callback_codes: CallbackCodesTable;
+  callback_held: CallbackHeldTable;
 }

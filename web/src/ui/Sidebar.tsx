@@ -3,9 +3,11 @@ import type { Chat } from '../store';
 import { conversationName, formatTime, localPart, preview } from '../text';
 import { Avatar, Icon } from './common';
 import { NewConversationDialog } from './Dialogs';
+import { DomainsDialog } from './Domains';
 
 export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: string | null; onLogout: () => void }) {
   const [creating, setCreating] = useState(false);
+  const [domainsOpen, setDomainsOpen] = useState(false);
   const list = chat.sortedConversations();
   // One bell: where Web Push works, its toggle also asks for the permission that in-tab
   // notifications use; the in-tab-only bell is for browsers without push.
@@ -47,6 +49,9 @@ export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: st
         <button type="button" class="primary new-conversation" onClick={() => setCreating(true)}>
           <Icon name="plus" size={18} /> New conversation
         </button>
+        <button type="button" class="personal-domains" onClick={() => setDomainsOpen(true)}>
+          Personal domains
+        </button>
       </div>
       <nav class="conversation-list" aria-label="Conversation list">
         {!chat.listLoaded && !chat.listError && <p class="muted pad">Loading conversations…</p>}
@@ -86,6 +91,7 @@ export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: st
           })}
         </ul>
       </nav>
+      {domainsOpen && <DomainsDialog chat={chat} onClose={() => setDomainsOpen(false)} />}
       {creating && (
         <NewConversationDialog
           chat={chat}
