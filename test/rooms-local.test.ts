@@ -165,6 +165,13 @@ describe('rooms on one provider', () => {
     const frame = await s.until((f) => f.find((x) => x.type === 'roomMessage' && x.message.id === sent.body.id));
     assert.equal(frame.message.room, 'lobby#localhost');
     assert.equal(frame.message.seq, sent.body.seq);
+    // A moderator's removal and a policy change are live too (roomMessageRemoved, roomUpdated).
+    assert.equal((await http(p.url, 'DELETE', `/rooms/lobby/messages/${sent.body.seq}`, { token: alice.token })).status, 204);
+    const gone = await s.until((f) => f.find((x) => x.type === 'roomMessageRemoved' && x.seq === sent.body.seq), 15_000);
+    assert.equal(gone.room, 'lobby#localhost');
+    assert.equal((await http(p.url, 'PATCH', '/rooms/lobby', { token: alice.token, json: { topic: 'live topic' } })).status, 200);
+    const updated = await s.until((f) => f.find((x) => x.type === 'roomUpdated' && x.room.topic === 'live topic'), 15_000);
+    assert.equal(updated.room.room, 'lobby#localhost');
     s.close();
   });
 

@@ -168,7 +168,10 @@ export class Rooms {
         .where('name', '=', name)
         .execute();
     }
-    return this.get(name, by);
+    const info = await this.get(name, by);
+    // (ours) Local members' clients show the new title/topic/policy live.
+    if (Object.keys(p).length > 0) this.d.bus.publish({ type: 'room', recipients: await this.localMembers(name), frame: JSON.stringify({ type: 'roomUpdated', room: info }) });
+    return info;
   }
 
   /** GET /rooms: public rooms, by name. */
@@ -361,7 +364,10 @@ export class Rooms {
   async removeMessage(name: string, by: string, seq: number): Promise<boolean> {
     await this.requireModerator(name, by);
     const res = await this.d.db.updateTable('room_messages').set({ removed_at: this.d.clock.now(), body: JSON.stringify({ removed: true }), jws: null }).where('room', '=', name).where('seq', '=', seq).where('removed_at', 'is', null).executeTakeFirst();
-    return Number(res.numUpdatedRows) > 0;
+    const removed = Number(res.numUpdatedRows) > 0;
+    // (ours) Local members' clients drop it from what they show.
+    if (removed) this.d.bus.publish({ type: 'room', recipients: await this.localMembers(name), frame: JSON.stringify({ type: 'roomMessageRemoved', room: this.address(name), seq }) });
+    return removed;
   }
 
   /** A moderator bans an address or a whole domain: banned members are removed at once. */
