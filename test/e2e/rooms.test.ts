@@ -3,7 +3,8 @@
 // allsafe.test uses the API through her own provider (a member on another provider). Alice creates
 // an invite-only room and an invite; Bob opens the referral link and joins; they talk live; Alice
 // edits the topic, removes Bob's message, removes and bans Bob (he sees he is out and cannot
-// post or come back), bans Carol's whole domain; Bob joins a public room by name and leaves it.
+// post or come back), bans Carol's whole domain; Bob joins a public room by name and leaves it;
+// Dana on allsafe.test joins it by address in her browser, talks and leaves.
 // Bob also misses nothing while offline (catch-up with ?after=).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -329,6 +330,47 @@ describe('rooms in the web client (Chromium)', { timeout: 240_000 }, () => {
     assert.equal(await rooms().member('lobby', 'bob@ecorp.test'), null);
     // Alice (the owner) is still in it.
     assert.equal((await rooms().member('lobby', 'alice@ecorp.test'))?.role, 'owner');
+  });
+
+  step('someone on another provider joins a public room by its address, talks live, and leaves', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 760 }, locale: 'en-GB' });
+    try {
+      const dana = await ctx.newPage();
+      dana.setDefaultTimeout(WAIT);
+      watched.push(watch(dana, 'dana'));
+      await dana.goto(`${originOf(net, A)}/`);
+      await dana.getByRole('tab', { name: 'Sign up' }).click();
+      await dana.getByLabel('Username').fill('dana');
+      await dana.getByLabel('Password').fill(PASSWORD);
+      await dana.getByRole('button', { name: 'Create account' }).click();
+      await dana.getByRole('button', { name: 'Join room' }).click();
+      const join = dana.getByRole('dialog', { name: 'Join room' });
+      await join.getByLabel('Room or invite link').fill(LOBBY);
+      await join.getByRole('button', { name: 'Join', exact: true }).click();
+      await join.waitFor({ state: 'hidden' });
+      await dana.getByRole('heading', { name: 'lobby' }).waitFor();
+      await until('the room route', async () => dana.url().endsWith(`#/r/${encodeURIComponent(LOBBY)}`));
+      await log(alice).getByText('dana@allsafe.test joined').waitFor();
+      assert.equal((await rooms().member('lobby', 'dana@allsafe.test'))?.role, 'member');
+
+      await send(alice, 'Welcome, far traveller');
+      await msg(dana, 'alice@ecorp.test: Welcome, far traveller').waitFor();
+      await send(dana, 'Hello from allsafe, by browser');
+      await msg(alice, 'dana@allsafe.test: Hello from allsafe, by browser').waitFor();
+      await msg(dana, 'You: Hello from allsafe, by browser').waitFor();
+      assert.equal(await msg(dana, 'You: Hello from allsafe, by browser').count(), 1, 'once, though the answer and the mirror both bring it');
+
+      await openPanel(dana);
+      await panel(dana).getByText('Hosted at ecorp.test').waitFor();
+      await panel(dana).getByRole('button', { name: 'Leave room' }).click();
+      await dana.getByRole('dialog', { name: 'Leave room?' }).getByRole('button', { name: 'Leave' }).click();
+      await until('dana back at the list', async () => /#\/$/.test(dana.url()));
+      await roomList(dana).getByRole('link', { name: 'lobby' }).waitFor({ state: 'detached' });
+      await log(alice).getByText('dana@allsafe.test left').waitFor();
+      assert.equal(await rooms().member('lobby', 'dana@allsafe.test'), null);
+    } finally {
+      await ctx.close().catch(() => undefined);
+    }
   });
 
   step('ran without script errors or Content-Security-Policy violations', () => {

@@ -162,7 +162,8 @@ export class RoomStore {
     } catch (err) {
       this.set(room, { error: this.describe(err) });
     }
-    if (this.list.has(room)) void this.loadMembers(room);
+    // Rooms hosted elsewhere: the member list is the host's (not proxied by our provider).
+    if (this.list.has(room) && !this.list.get(room)!.host) void this.loadMembers(room);
   }
 
   private set(room: string, patch: Partial<RoomView>): void {

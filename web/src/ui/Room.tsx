@@ -235,7 +235,7 @@ function RoomPanel({ chat, room, onClose }: { chat: Chat; room: string; onClose:
   const leave = useAction();
 
   useEffect(() => {
-    if (v && !v.members && !v.gone) void rooms.loadMembers(room);
+    if (v && !v.members && !v.gone && !r?.host) void rooms.loadMembers(room);
   }, [room]);
 
   if (!r) return null;
@@ -323,6 +323,7 @@ function RoomPanel({ chat, room, onClose }: { chat: Chat; room: string; onClose:
 
       <section aria-labelledby="room-members">
         <h4 id="room-members">Members</h4>
+        {r.host && <p class="muted">The member list is kept by {r.host}, the room’s host.</p>}
         {v?.membersError && (
           <p class="error" role="alert">
             {v.membersError}
