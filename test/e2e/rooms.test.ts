@@ -368,6 +368,42 @@ describe('rooms in the web client (Chromium)', { timeout: 240_000 }, () => {
       await roomList(dana).getByRole('link', { name: 'lobby' }).waitFor({ state: 'detached' });
       await log(alice).getByText('dana@allsafe.test left').waitFor();
       assert.equal(await rooms().member('lobby', 'dana@allsafe.test'), null);
+
+      // Back in; the moderator removes her. Her provider is not told (docs/rooms.md, "Not done
+      // yet"): her next post is refused, she is told so, and the room shows she is out.
+      await dana.getByRole('button', { name: 'Join room' }).click();
+      await join.getByLabel('Room or invite link').fill(LOBBY);
+      await join.getByRole('button', { name: 'Join', exact: true }).click();
+      await join.waitFor({ state: 'hidden' });
+      await composer(dana).waitFor();
+      await openPanel(alice);
+      await members(alice).getByRole('button', { name: 'Remove dana@allsafe.test' }).click();
+      await panel(alice).getByRole('status').filter({ hasText: 'Removed dana@allsafe.test.' }).waitFor();
+      await send(dana, 'Am I still here?');
+      await dana.getByRole('alert').filter({ hasText: 'Not sent: You are not a member of this room.' }).waitFor();
+      await dana.getByRole('alert').filter({ hasText: 'You were removed from this room by a moderator.' }).waitFor();
+      assert.equal(await msg(alice, /Am I still here/).count(), 0);
+      assert.equal(await rooms().member('lobby', 'dana@allsafe.test'), null);
+    } finally {
+      await ctx.close().catch(() => undefined);
+    }
+  });
+
+  step('a newcomer opens an invite link before having an account: signs up and lands in the room', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 760 }, locale: 'en-GB' });
+    try {
+      const erin = await ctx.newPage();
+      erin.setDefaultTimeout(WAIT);
+      watched.push(watch(erin, 'erin'));
+      await erin.goto(multiUse);
+      await erin.getByRole('tab', { name: 'Sign up' }).click();
+      await erin.getByLabel('Username').fill('erin');
+      await erin.getByLabel('Password').fill(PASSWORD);
+      await erin.getByRole('button', { name: 'Create account' }).click();
+      await erin.getByRole('heading', { name: 'Secret plans' }).waitFor();
+      await msg(erin, 'alice@ecorp.test: Welcome to the **secret** room').waitFor();
+      await until('the room route', async () => erin.url().endsWith(`#/r/${encodeURIComponent(ROOM)}`));
+      assert.equal((await rooms().member('secret', 'erin@ecorp.test'))?.role, 'member');
     } finally {
       await ctx.close().catch(() => undefined);
     }

@@ -6,7 +6,7 @@
 // rooms catch up with `GET /rooms/{room}/messages?after={highest seq seen}`. Everything is applied
 // by seq, once (the POST answer, the frame and the catch-up may bring the same message).
 // Like store.ts, objects that change are replaced, never mutated.
-import { newMessageId, type Session } from './api';
+import { ApiError, newMessageId, type Session } from './api';
 import type { Room, RoomChange, RoomMember, RoomMessage, Frame } from './types';
 
 const PAGE = 100;
@@ -301,7 +301,15 @@ export class RoomStore {
   }
 
   async send(room: string, text: string): Promise<void> {
-    const m = await this.d.call<RoomMessage>('POST', `${roomPath(room)}/messages`, { id: newMessageId(), message: text, messageFormatted: text, format: 'text/markdown' });
+    let m: RoomMessage;
+    try {
+      m = await this.d.call<RoomMessage>('POST', `${roomPath(room)}/messages`, { id: newMessageId(), message: text, messageFormatted: text, format: 'text/markdown' });
+    } catch (err) {
+      // Removed or banned without our being told (a host elsewhere does not say): our provider
+      // has dropped the membership; the list reload shows the room as left.
+      if (err instanceof ApiError && (err.code === 'not_a_member' || err.code === 'banned')) void this.loadList();
+      throw err;
+    }
     this.apply(m);
     this.d.emit();
   }

@@ -16,8 +16,8 @@ interface Props {
   onCancel: () => void;
   onSent: () => void;
   onEditLast: () => void;
-  /** Rooms: sends the text this way (no attachments, typing or edits there). */
-  onSend?: (text: string) => Promise<void>;
+  /** Rooms: sends the text this way (no attachments, typing or edits there); false: not sent, the text comes back. */
+  onSend?: (text: string) => Promise<boolean>;
 }
 
 interface Picked {
@@ -63,7 +63,7 @@ export function Composer({ chat, conversationId, inputRef, replyTo, editing, onC
     if (onSend) {
       setText('');
       onSent();
-      await onSend(body);
+      if (!(await onSend(body))) setText((now) => now || body);
       return;
     }
     const picked = files.map((f) => f.file);

@@ -160,8 +160,10 @@ export function RoomView({ chat, room }: { chat: Chat; room: string }) {
             onSend={async (text) => {
               try {
                 await rooms.send(room, text);
+                return true;
               } catch (err) {
                 chat.notice(`Not sent: ${describe(err)}`);
+                return false;
               }
             }}
           />
