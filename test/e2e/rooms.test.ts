@@ -404,6 +404,19 @@ describe('rooms in the web client (Chromium)', { timeout: 240_000 }, () => {
       await msg(erin, 'alice@ecorp.test: Welcome to the **secret** room').waitFor();
       await until('the room route', async () => erin.url().endsWith(`#/r/${encodeURIComponent(ROOM)}`));
       assert.equal((await rooms().member('secret', 'erin@ecorp.test'))?.role, 'member');
+
+      // Away from the room, its new messages show as unread in the room list.
+      await erin.evaluate("location.hash = '#/'");
+      await until('erin at the list', async () => /#\/$/.test(erin.url()));
+      await roomList(alice).getByRole('link', { name: /Secret plans/ }).click();
+      await alice.getByRole('heading', { name: 'Secret plans' }).waitFor();
+      await send(alice, 'Welcome, Erin');
+      await msg(alice, 'You: Welcome, Erin').waitFor();
+      const item = roomList(erin).getByRole('link', { name: /Secret plans/ });
+      await until('an unread badge', async () => /1 unread/.test((await item.textContent()) ?? ''), WAIT);
+      await item.click();
+      await msg(erin, 'alice@ecorp.test: Welcome, Erin').waitFor();
+      await until('the badge to clear', async () => !/unread/.test((await item.textContent()) ?? ''), WAIT);
     } finally {
       await ctx.close().catch(() => undefined);
     }
