@@ -5,6 +5,7 @@
 import { WebPushClient } from './push.js';
 import { ApiError, NetworkError, newMessageId, type Session } from './api';
 import { Live, type LiveState } from './live';
+import { RoomStore } from './rooms';
 import { domainOf, localPart, preview, textOf } from './text';
 import { isBubble, keyOf, kindOf, type Conversation, type Delivery, type Frame, type Message, type Reaction } from './types';
 
@@ -70,6 +71,18 @@ export function describe(err: unknown): string {
         return 'Only the sender can do that.';
       case 'deleted':
         return 'That message was deleted.';
+      case 'banned':
+        return 'You are banned from this room.';
+      case 'invite_required':
+        return 'This room is invite-only: you need an invite link from one of its moderators.';
+      case 'invalid_invite':
+        return 'This invite is unknown, used up or revoked.';
+      case 'no_such_room':
+        return 'There is no such room (or it is invite-only and you are not in it).';
+      case 'not_a_member':
+        return 'You are not a member of this room.';
+      case 'not_a_moderator':
+        return 'Only the room’s moderators can do that.';
       default:
         return err.message ? err.message.charAt(0).toUpperCase() + err.message.slice(1) : `Error ${err.status}`;
     }
@@ -139,7 +152,12 @@ export class Chat {
     });
     session.onEnded = () => this.end();
     this.push = new WebPushClient(session, () => this.emit());
+    this.rooms = new RoomStore({ me: this.me, domain: this.domain, session, call: (m, p, j) => this.call(m, p, j), emit: () => this.emit() });
+    this.rooms.setDescribe(describe);
   }
+
+  /** Rooms (web/src/rooms.ts). */
+  readonly rooms: RoomStore;
 
   /** Web Push for this browser (web/src/push.ts). */
   readonly push: WebPushClient;
@@ -148,6 +166,7 @@ export class Chat {
     document.addEventListener('visibilitychange', this.onVisibility);
     void this.push.init().catch(() => undefined);
     let cursor = 0;
+    void this.rooms.loadList();
     try {
       cursor = await this.loadConversations();
     } catch (err) {
@@ -419,7 +438,16 @@ export class Chat {
       case 'ready':
         this.readyCount++;
         if (this.readyCount > 1) void this.resync();
+        // Room frames are not replayed: whatever came between the history load (or the drop)
+        // and this ready is fetched by seq.
+        void this.rooms.catchUp();
         break;
+      case 'roomMessage':
+      case 'roomMembers':
+      case 'roomMessageRemoved':
+      case 'roomUpdated':
+        this.rooms.onFrame(f);
+        return;
       case 'message':
         this.onMessage(f.message);
         break;

@@ -4,7 +4,7 @@ import type { Conversation, Message } from './types';
 import { kindOf } from './types';
 
 /** The text a content/reply message carries (the fallback `message` otherwise). */
-export function textOf(m: Message): string {
+export function textOf(m: Pick<Message, 'rich' | 'message'>): string {
   const k = kindOf(m);
   if ((k === 'content' || k === 'reply' || k === 'edit') && typeof m.rich?.text === 'string') return m.rich.text;
   return m.message;

@@ -73,6 +73,42 @@ export interface Delivery {
   insecure: boolean;
 }
 
+// Rooms (docs/rooms.md): hosted at one provider, addressed name#domain.
+
+export type RoomRole = 'owner' | 'moderator' | 'member';
+
+export interface Room {
+  room: string;
+  name: string;
+  /** Rooms hosted elsewhere: their host; the rest of the info is the host's to give. */
+  host?: string;
+  visibility?: 'public' | 'invite';
+  history?: 'join' | 'start';
+  title?: string | null;
+  topic?: string | null;
+  members?: number;
+  lastSeq?: number;
+  role: RoomRole;
+}
+
+export interface RoomMessage {
+  room: string;
+  seq: number;
+  id: string;
+  from: string;
+  sentAt: string;
+  message: string;
+  messageFormatted?: string;
+  format?: string;
+}
+
+export interface RoomMember {
+  address: string;
+  role: RoomRole;
+}
+
+export type RoomChange = 'joined' | 'left' | 'removed' | 'banned';
+
 export type Frame =
   | { type: 'ready'; address: string; cursor: number; expiresAt: string }
   | { type: 'message'; message: Message }
@@ -81,9 +117,13 @@ export type Frame =
   | { type: 'typing'; conversationId: string; from: string; state: 'typing' | 'stopped'; expiresAt: string }
   | { type: 'receipt'; conversationId: string; from: string; messageId: string; messageSender: string; seq: number | null; readAt: string }
   | { type: 'settings'; sendReadReceipts: boolean }
-  | { type: 'pong' };
+  | { type: 'pong' }
+  | { type: 'roomMessage'; message: RoomMessage }
+  | { type: 'roomMembers'; room: string; address: string; change: RoomChange }
+  | { type: 'roomMessageRemoved'; room: string; seq: number }
+  | { type: 'roomUpdated'; room: Omit<Room, 'role'> };
 
-export function kindOf(m: Message): RichKind {
+export function kindOf(m: Pick<Message, 'rich'>): RichKind {
   return m.rich?.type ?? 'content';
 }
 

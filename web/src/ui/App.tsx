@@ -5,17 +5,41 @@ import { Auth } from './Auth';
 import { ChatContext, Icon } from './common';
 import { Sidebar } from './Sidebar';
 import { ConversationView } from './Conversation';
+import { JoinView, RoomView } from './Room';
 
-/** Routes live in the hash (#/c/{id}): the path stays "/", so no API route is ever shadowed. */
-function currentRoute(): string | null {
-  const m = /^#\/c\/(c[A-Za-z0-9_-]{43})$/.exec(location.hash);
-  return m ? m[1]! : null;
+type Route = { kind: 'conversation'; id: string } | { kind: 'room'; room: string } | { kind: 'join'; referral: string } | null;
+
+/**
+ * Routes live in the hash (#/c/{id}, #/r/{name#domain URL-encoded}, #/join?room=…&code=…): the
+ * path stays "/", so no API route is ever shadowed.
+ */
+function currentRoute(): Route {
+  const h = location.hash;
+  const c = /^#\/c\/(c[A-Za-z0-9_-]{43})$/.exec(h);
+  if (c) return { kind: 'conversation', id: c[1]! };
+  const r = /^#\/r\/([^/?]+)$/.exec(h);
+  if (r) {
+    try {
+      const room = decodeURIComponent(r[1]!);
+      if (room.includes('#')) return { kind: 'room', room };
+    } catch {
+      /* not a room */
+    }
+  }
+  const j = /^#\/join\?(.*)$/.exec(h);
+  if (j && /(^|&)room=/.test(j[1]!)) return { kind: 'join', referral: j[1]! };
+  return null;
 }
 
-function useRoute(): string | null {
+const sameRoute = (a: Route, b: Route) => JSON.stringify(a) === JSON.stringify(b);
+
+function useRoute(): Route {
   const [route, setRoute] = useState(currentRoute);
   useEffect(() => {
-    const on = () => setRoute(currentRoute());
+    const on = () => setRoute((old) => {
+      const next = currentRoute();
+      return sameRoute(old, next) ? old : next;
+    });
     window.addEventListener('hashchange', on);
     return () => window.removeEventListener('hashchange', on);
   }, []);
@@ -92,10 +116,13 @@ function ChatApp({ chat, onLogout }: { chat: Chat; onLogout: () => void }) {
     setTick((n) => n + 1);
     return unsubscribe;
   }, [chat]);
-  useEffect(() => chat.select(route), [chat, route]);
+  const conversation = route?.kind === 'conversation' ? route.id : null;
+  const room = route?.kind === 'room' ? route.room : null;
+  useEffect(() => chat.select(conversation), [chat, conversation]);
+  useEffect(() => chat.rooms.select(room), [chat, room]);
 
   useEffect(() => {
-    const unread = [...chat.conversations.values()].reduce((n, c) => n + c.unread, 0);
+    const unread = [...chat.conversations.values()].reduce((n, c) => n + c.unread, 0) + [...chat.rooms.unread.values()].reduce((n, x) => n + x, 0);
     document.title = unread > 0 ? `(${unread}) intertalk` : 'intertalk';
   });
 
@@ -110,10 +137,14 @@ function ChatApp({ chat, onLogout }: { chat: Chat; onLogout: () => void }) {
           </button>
         </div>
       )}
-      <Sidebar chat={chat} selected={route} onLogout={onLogout} />
+      <Sidebar chat={chat} selected={conversation} selectedRoom={room} onLogout={onLogout} />
       <main class="main" id="main">
-        {route ? (
-          <ConversationView key={route} chat={chat} id={route} />
+        {route?.kind === 'conversation' ? (
+          <ConversationView key={route.id} chat={chat} id={route.id} />
+        ) : route?.kind === 'room' ? (
+          <RoomView key={route.room} chat={chat} room={route.room} />
+        ) : route?.kind === 'join' ? (
+          <JoinView key={route.referral} chat={chat} referral={route.referral} />
         ) : (
           <div class="empty-main">
             <Icon name="send" size={40} />

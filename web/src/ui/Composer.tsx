@@ -16,6 +16,8 @@ interface Props {
   onCancel: () => void;
   onSent: () => void;
   onEditLast: () => void;
+  /** Rooms: sends the text this way (no attachments, typing or edits there); false: not sent, the text comes back. */
+  onSend?: (text: string) => Promise<boolean>;
 }
 
 interface Picked {
@@ -24,7 +26,7 @@ interface Picked {
   preview: string | null;
 }
 
-export function Composer({ chat, conversationId, inputRef, replyTo, editing, onCancel, onSent, onEditLast }: Props) {
+export function Composer({ chat, conversationId, inputRef, replyTo, editing, onCancel, onSent, onEditLast, onSend }: Props) {
   const [text, setText] = useState('');
   const [files, setFiles] = useState<Picked[]>([]);
 
@@ -58,6 +60,12 @@ export function Composer({ chat, conversationId, inputRef, replyTo, editing, onC
       return;
     }
     if (!body.trim() && files.length === 0) return;
+    if (onSend) {
+      setText('');
+      onSent();
+      if (!(await onSend(body))) setText((now) => now || body);
+      return;
+    }
     const picked = files.map((f) => f.file);
     setText('');
     release(files);
@@ -110,7 +118,7 @@ export function Composer({ chat, conversationId, inputRef, replyTo, editing, onC
         </ul>
       )}
       <div class="composer-row">
-        {!editing && (
+        {!editing && !onSend && (
           <label class="icon-button attach" title="Attach files">
             <input
               type="file"
@@ -134,11 +142,11 @@ export function Composer({ chat, conversationId, inputRef, replyTo, editing, onC
           onInput={(e) => {
             const t = e.currentTarget.value;
             setText(t);
-            if (!editing) chat.setTyping(conversationId, t.trim().length > 0);
+            if (!editing && !onSend) chat.setTyping(conversationId, t.trim().length > 0);
           }}
-          onBlur={() => chat.setTyping(conversationId, false)}
+          onBlur={() => !onSend && chat.setTyping(conversationId, false)}
           onPaste={(e) => {
-            if (e.clipboardData?.files.length) {
+            if (!onSend && e.clipboardData?.files.length) {
               e.preventDefault();
               addFiles(e.clipboardData.files);
             }
@@ -150,7 +158,7 @@ export function Composer({ chat, conversationId, inputRef, replyTo, editing, onC
             } else if (e.key === 'Escape' && (replyTo || editing)) {
               e.preventDefault();
               onCancel();
-            } else if (e.key === 'ArrowUp' && !text && !editing) {
+            } else if (e.key === 'ArrowUp' && !text && !editing && !onSend) {
               e.preventDefault();
               onEditLast();
             }

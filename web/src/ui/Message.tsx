@@ -9,8 +9,8 @@ import { Icon } from './common';
 export const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🎉'];
 const INLINE_IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/avif', 'image/bmp']);
 
-/** The message's text as HTML (markdown) or as plain text. */
-function Body({ m }: { m: Message }) {
+/** The message's text as HTML (markdown) or as plain text (conversations and rooms). */
+export function Body({ m }: { m: Pick<Message, 'message' | 'messageFormatted' | 'format' | 'deleted' | 'rich'> }) {
   if (m.deleted) return <p class="deleted">This message was deleted.</p>;
   const text = textOf(m);
   if (m.format === 'text/markdown' && typeof m.messageFormatted === 'string' && m.messageFormatted.trim()) {

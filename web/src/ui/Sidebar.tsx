@@ -2,12 +2,19 @@ import { useState } from 'preact/hooks';
 import type { Chat } from '../store';
 import { conversationName, formatTime, localPart, preview } from '../text';
 import { Avatar, Icon } from './common';
-import { NewConversationDialog } from './Dialogs';
 import { DomainsDialog } from './Domains';
+import { JoinRoomDialog, NewConversationDialog, NewRoomDialog } from './Dialogs';
+import { roomHref, roomTitle } from '../rooms';
 
-export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: string | null; onLogout: () => void }) {
+export function Sidebar({ chat, selected, selectedRoom, onLogout }: { chat: Chat; selected: string | null; selectedRoom: string | null; onLogout: () => void }) {
   const [creating, setCreating] = useState(false);
   const [domainsOpen, setDomainsOpen] = useState(false);
+  const [roomDialog, setRoomDialog] = useState<'new' | 'join' | null>(null);
+  const rooms = chat.rooms.sorted();
+  const openRoom = (room: string) => {
+    setRoomDialog(null);
+    location.hash = roomHref(room);
+  };
   const list = chat.sortedConversations();
   // One bell: where Web Push works, its toggle also asks for the permission that in-tab
   // notifications use; the in-tab-only bell is for browsers without push.
@@ -90,8 +97,53 @@ export function Sidebar({ chat, selected, onLogout }: { chat: Chat; selected: st
             );
           })}
         </ul>
+        <section class="room-section" aria-labelledby="rooms-heading">
+          <div class="section-header">
+            <h2 id="rooms-heading">Rooms</h2>
+            <button type="button" class="link" onClick={() => setRoomDialog('new')}>
+              New room
+            </button>
+            <button type="button" class="link" onClick={() => setRoomDialog('join')}>
+              Join room
+            </button>
+          </div>
+          {chat.rooms.listError && (
+            <p class="error pad" role="alert">
+              {chat.rooms.listError}
+            </p>
+          )}
+          {chat.rooms.listLoaded && rooms.length === 0 && <p class="muted pad">No rooms yet. Create one, or join one by its address or an invite link.</p>}
+          <ul aria-label="Room list">
+            {rooms.map((r) => {
+              const unread = chat.rooms.unread.get(r.room) ?? 0;
+              return (
+                <li key={r.room}>
+                  <a href={roomHref(r.room)} class="conversation-item room-item" aria-current={selectedRoom === r.room ? 'page' : undefined}>
+                    <Avatar name={roomTitle(r, r.room)} seed={r.room} size={44} />
+                    <span class="conversation-text">
+                      <span class="conversation-top">
+                        <span class="conversation-name">{roomTitle(r, r.room)}</span>
+                      </span>
+                      <span class="conversation-bottom">
+                        <span class="conversation-preview">{r.room}</span>
+                        {unread > 0 && (
+                          <span class="badge">
+                            {unread}
+                            <span class="sr-only"> unread</span>
+                          </span>
+                        )}
+                      </span>
+                    </span>
+                  </a>
+                </li>
+              );
+            })}
+          </ul>
+        </section>
       </nav>
       {domainsOpen && <DomainsDialog chat={chat} onClose={() => setDomainsOpen(false)} />}
+      {roomDialog === 'new' && <NewRoomDialog chat={chat} onClose={() => setRoomDialog(null)} onCreated={openRoom} />}
+      {roomDialog === 'join' && <JoinRoomDialog chat={chat} onClose={() => setRoomDialog(null)} onJoined={openRoom} />}
       {creating && (
         <NewConversationDialog
           chat={chat}

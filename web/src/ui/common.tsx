@@ -49,7 +49,7 @@ export function Dialog({ title, onClose, children, id }: { title: string; onClos
   );
 }
 
-type IconName = 'plus' | 'send' | 'clip' | 'back' | 'bell' | 'logout' | 'edit' | 'reply' | 'smile' | 'trash' | 'check' | 'checks' | 'alert' | 'clock' | 'close' | 'file' | 'retry';
+type IconName = 'plus' | 'send' | 'clip' | 'back' | 'bell' | 'logout' | 'edit' | 'reply' | 'smile' | 'trash' | 'check' | 'checks' | 'alert' | 'clock' | 'close' | 'file' | 'retry' | 'info' | 'hash';
 
 const PATHS: Record<IconName, string> = {
   plus: 'M12 5v14M5 12h14',
@@ -68,6 +68,8 @@ const PATHS: Record<IconName, string> = {
   clock: 'M12 21a9 9 0 100-18 9 9 0 000 18zM12 7v5l3 2',
   close: 'M6 6l12 12M18 6L6 18',
   file: 'M7 3h7l5 5v13H7V3zM14 3v5h5',
+  info: 'M12 21a9 9 0 100-18 9 9 0 000 18zM12 11v5M12 8h.01',
+  hash: 'M9 4L7 20M17 4l-2 16M4 9h16M3 15h16',
   retry: 'M4 12a8 8 0 0114-5.3L20 9M20 4v5h-5M20 12a8 8 0 01-14 5.3L4 15M4 20v-5h5',
 };
 
