@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { describe, type Chat } from '../store';
 import { parseJoin } from '../rooms';
 import { parseRecipients } from '../text';
-import { Dialog } from './common';
+import { Dialog, FormFooter } from './common';
 
 export function NewConversationDialog({ chat, onClose, onStarted }: { chat: Chat; onClose: () => void; onStarted: (id: string) => void }) {
   const [to, setTo] = useState('');
@@ -45,19 +45,7 @@ export function NewConversationDialog({ chat, onClose, onStarted }: { chat: Chat
         </p>
         <label for="new-text">First message</label>
         <textarea id="new-text" rows={3} value={text} onInput={(e) => setText(e.currentTarget.value)} />
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <div class="dialog-buttons">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" class="primary" disabled={busy}>
-            {busy ? 'Starting…' : 'Start conversation'}
-          </button>
-        </div>
+        <FormFooter error={error} busy={busy} submit="Start conversation" busyLabel="Starting…" onClose={onClose} />
       </form>
     </Dialog>
   );
@@ -178,19 +166,7 @@ export function NewRoomDialog({ chat, onClose, onCreated }: { chat: Chat; onClos
             <input type="radio" name="room-history" checked={history === 'start'} onChange={() => setHistory('start')} /> Everything from the start
           </label>
         </fieldset>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <div class="dialog-buttons">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" class="primary" disabled={busy}>
-            {busy ? 'Creating…' : 'Create room'}
-          </button>
-        </div>
+        <FormFooter error={error} busy={busy} submit="Create room" busyLabel="Creating…" onClose={onClose} />
       </form>
     </Dialog>
   );
@@ -233,19 +209,7 @@ export function JoinRoomDialog({ chat, onClose, onJoined }: { chat: Chat; onClos
         <p class="hint" id="join-input-hint">
           A room’s address (name#domain, at any provider), or an invite link someone sent you.
         </p>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <div class="dialog-buttons">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" class="primary" disabled={busy}>
-            {busy ? 'Joining…' : 'Join'}
-          </button>
-        </div>
+        <FormFooter error={error} busy={busy} submit="Join" busyLabel="Joining…" onClose={onClose} />
       </form>
     </Dialog>
   );

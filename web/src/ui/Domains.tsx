@@ -2,7 +2,7 @@
 // publish on its home page, and the result of the last check — naming the failing step.
 import { useEffect, useState } from 'preact/hooks';
 import { describe, type Chat } from '../store';
-import { Dialog } from './common';
+import { Dialog, FormFooter } from './common';
 
 interface Publish {
   profile: string;
@@ -122,19 +122,7 @@ export function DomainsDialog({ chat, onClose }: { chat: Chat; onClose: () => vo
       >
         <label for="domain-name">Attach a domain</label>
         <input id="domain-name" autocomplete="off" autocapitalize="none" spellcheck={false} placeholder="alice.example" value={name} onInput={(e) => setName(e.currentTarget.value)} />
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <div class="dialog-buttons">
-          <button type="button" onClick={onClose}>
-            Close
-          </button>
-          <button type="submit" class="primary" disabled={busy || !name.trim()}>
-            {busy ? 'Checking…' : 'Attach and check'}
-          </button>
-        </div>
+        <FormFooter error={error} busy={busy} disabled={!name.trim()} submit="Attach and check" busyLabel="Checking…" onClose={onClose} closeLabel="Close" />
       </form>
     </Dialog>
   );

@@ -19,6 +19,27 @@ export function Avatar({ name, seed, size = 40 }: { name: string; seed?: string;
   );
 }
 
+/** The end of a dialog's form: the error (read out when it appears), Cancel and the submit button. */
+export function FormFooter({ error, busy, disabled = false, submit, busyLabel, onClose, closeLabel = 'Cancel' }: { error: string | null; busy: boolean; disabled?: boolean; submit: string; busyLabel?: string; onClose: () => void; closeLabel?: string }) {
+  return (
+    <>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <div class="dialog-buttons">
+        <button type="button" onClick={onClose}>
+          {closeLabel}
+        </button>
+        <button type="submit" class="primary" disabled={busy || disabled}>
+          {busy && busyLabel ? busyLabel : submit}
+        </button>
+      </div>
+    </>
+  );
+}
+
 /** A modal dialog (the native <dialog>: focus trapping, Escape, and the backdrop come with it). */
 export function Dialog({ title, onClose, children, id }: { title: string; onClose: () => void; children: ComponentChildren; id: string }) {
   const ref = useRef<HTMLDialogElement>(null);
