@@ -12,6 +12,9 @@
 // one and deletes it on close (playwright refuses an explicit --user-data-dir with launch()).
 import { createHash, createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { it } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import type { Network } from '../../src/devnet/network.js';
@@ -48,6 +51,31 @@ export async function launchFor(net: Network): Promise<Browser> {
 }
 
 /** The origin a browser uses for a devnet provider. */
+/**
+ * A test step of a browser story. When it fails, the error also tells what each page showed,
+ * and screenshots of the pages are left in the temp directory (for CI logs), named
+ * `intertalk-e2e{prefix}-{step}-{label}.png`.
+ */
+export function storyStep(prefix: string, pages: () => Array<readonly [string, Page | undefined]>) {
+  return (name: string, fn: () => Promise<void> | void) =>
+    it(name, async () => {
+      try {
+        await fn();
+      } catch (err) {
+        const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
+        const state: string[] = [];
+        for (const [label, p] of pages()) {
+          if (!p || p.isClosed()) continue;
+          const file = join(tmpdir(), `intertalk-e2e${prefix}-${slug}-${label}.png`);
+          await p.screenshot({ path: file, timeout: 5000 }).catch(() => undefined);
+          const text = await p.locator('body').innerText({ timeout: 2000 }).catch((e: Error) => `(no text: ${e.message})`);
+          state.push(`--- ${label} (${p.url()}; ${file}):\n${text.slice(0, 1500)}`);
+        }
+        throw new Error(`${err instanceof Error ? err.message : String(err)}\n${state.join('\n')}`, { cause: err });
+      }
+    });
+}
+
 export function originOf(net: Network, domain: string): string {
   return `https://${domain}:${net.node(domain).port}`;
 }

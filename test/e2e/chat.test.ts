@@ -4,16 +4,15 @@
 // image and a file, see typing and read receipts; one goes offline (and then their provider
 // restarts) and misses nothing; HTML and script in messages stay inert. It also makes the
 // screenshots in docs/screenshots (see shoot()).
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { freePort, startNetwork, type Network } from '../../src/devnet/network.js';
 import { api, fedUser, say, startPlainProvider, type FedUser } from '../helpers/fed.js';
-import { launchFor, names, originOf, picturePng, until, watch } from './browser.js';
+import { launchFor, names, originOf, picturePng, until, watch, storyStep } from './browser.js';
 
 const E = 'ecorp.test';
 const A = 'allsafe.test';
@@ -81,23 +80,7 @@ describe('web client in Chromium', { timeout: 170_000 }, () => {
    * A step of the story. When it fails, the error also tells what each page showed, and
    * screenshots of both pages are left in the temp directory (for CI logs).
    */
-  const step = (name: string, fn: () => Promise<void> | void) =>
-    it(name, async () => {
-      try {
-        await fn();
-      } catch (err) {
-        const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-        const state: string[] = [];
-        for (const [label, p] of [['alice', alice], ['bob', bob]] as const) {
-          if (!p || p.isClosed()) continue;
-          const file = join(tmpdir(), `intertalk-e2e-${slug}-${label}.png`);
-          await p.screenshot({ path: file, timeout: 5000 }).catch(() => undefined);
-          const text = await p.locator('body').innerText({ timeout: 2000 }).catch((e: Error) => `(no text: ${e.message})`);
-          state.push(`--- ${label} (${p.url()}; ${file}):\n${text.slice(0, 1500)}`);
-        }
-        throw new Error(`${err instanceof Error ? err.message : String(err)}\n${state.join('\n')}`, { cause: err });
-      }
-    });
+  const step = storyStep('', () => [['alice', alice], ['bob', bob]]);
 
   const log = (p: Page) => p.getByRole('log');
   const msg = (p: Page, name: RegExp | string) => log(p).getByRole('article', { name, exact: typeof name === 'string' });

@@ -6,15 +6,13 @@
 // post or come back), bans Carol's whole domain; Bob joins a public room by name and leaves it;
 // Dana on allsafe.test joins it by address in her browser, talks and leaves.
 // Bob also misses nothing while offline (catch-up with ?after=).
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startNetwork, type Network } from '../../src/devnet/network.js';
 import { api, fedUser, type FedUser } from '../helpers/fed.js';
-import { launchFor, names, originOf, until, watch } from './browser.js';
+import { launchFor, names, originOf, until, watch, storyStep } from './browser.js';
 
 const E = 'ecorp.test';
 const A = 'allsafe.test';
@@ -55,23 +53,7 @@ describe('rooms in the web client (Chromium)', { timeout: 240_000 }, () => {
   });
 
   /** A step; on failure the error tells what each page showed (and leaves screenshots in tmp). */
-  const step = (name: string, fn: () => Promise<void> | void) =>
-    it(name, async () => {
-      try {
-        await fn();
-      } catch (err) {
-        const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-        const state: string[] = [];
-        for (const [label, p] of [['alice', alice], ['bob', bob]] as const) {
-          if (!p || p.isClosed()) continue;
-          const file = join(tmpdir(), `intertalk-e2e-rooms-${slug}-${label}.png`);
-          await p.screenshot({ path: file, timeout: 5000 }).catch(() => undefined);
-          const text = await p.locator('body').innerText({ timeout: 2000 }).catch((e: Error) => `(no text: ${e.message})`);
-          state.push(`--- ${label} (${p.url()}; ${file}):\n${text.slice(0, 1500)}`);
-        }
-        throw new Error(`${err instanceof Error ? err.message : String(err)}\n${state.join('\n')}`, { cause: err });
-      }
-    });
+  const step = storyStep('-rooms', () => [['alice', alice], ['bob', bob]]);
 
   const log = (p: Page) => p.getByRole('log');
   const msg = (p: Page, name: RegExp | string) => log(p).getByRole('article', { name, exact: typeof name === 'string' });
