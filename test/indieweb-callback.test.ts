@@ -7,9 +7,8 @@
 // the peer), erin.test (legacy rel="pm" only → the peer), ssrf.test (names an IP literal).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startNetwork, type Network } from './helpers/network.js';
+import { html, startHomePages, type HomePages } from './helpers/home-pages.js';
 import { api, eventually, fed, fedUser, history, type FedUser } from './helpers/fed.js';
 import { CallbackPeer } from './helpers/callback-peer.js';
 import { PeerHttp } from '../src/federation/net.js';
@@ -19,16 +18,14 @@ import { CallbackEndpoint, CallbackStore } from '../src/indieweb/callback.js';
 import { systemClock } from '../src/util/clock.js';
 import { randomId } from '../src/util/ids.js';
 
-type Page = { status?: number; headers?: Record<string, string>; body?: string };
-const html = (head: string): Page => ({ headers: { 'content-type': 'text/html; charset=utf-8' }, body: `<!doctype html><html><head>${head}</head><body><p>home</p></body></html>` });
 
 const SITES = ['alice.test', 'bob.test', 'carol.test', 'dave.test', 'erin.test', 'ssrf.test'];
 const PEER = 'pm.cb.test';
 const LONG = 60_000;
 
 describe('personal domains: the callback flow', () => {
-  const sites = new Map<string, Record<string, Page>>();
-  let web: http.Server;
+  let web: HomePages;
+  let sites: HomePages['sites'];
   let webPort: number;
   let peer: CallbackPeer;
   let net: Network;
@@ -53,14 +50,9 @@ describe('personal domains: the callback flow', () => {
   let lastDelivery: unknown;
 
   before(async () => {
-    web = http.createServer((req, res) => {
-      const host = String(req.headers.host ?? '').split(':')[0]!.toLowerCase();
-      const page = sites.get(host)?.[(req.url ?? '/').split('?')[0]!];
-      if (!page) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-      res.writeHead(page.status ?? 200, page.headers ?? {}).end(page.body ?? '');
-    });
-    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
-    webPort = (web.address() as AddressInfo).port;
+    web = await startHomePages();
+    sites = web.sites;
+    webPort = web.port;
     peer = new CallbackPeer(PEER, (host) => {
       if (SITES.includes(host)) return { port: webPort, tls: null };
       const n = net?.nodes.get(host);
@@ -93,8 +85,7 @@ describe('personal domains: the callback flow', () => {
   after(async () => {
     await net?.stop();
     await peer?.stop();
-    web?.closeAllConnections();
-    await new Promise<void>((r) => web.close(() => r()));
+    await web?.close();
   });
 
   it('to a callback-only peer, token variant: one token covers several messages, in order', async () => {

@@ -6,23 +6,20 @@
 // clock-driven; discovery of a name resolving to a private address is refused in production.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startNetwork, type Network } from './helpers/network.js';
+import { html, startHomePages, type HomePages } from './helpers/home-pages.js';
 import { api, eventually, fed, fedUser, history, type FedUser } from './helpers/fed.js';
 import { PeerHttp } from '../src/federation/net.js';
 import { Discovery } from '../src/federation/discovery.js';
 import { Delegations } from '../src/indieweb/delegation.js';
 import { systemClock } from '../src/util/clock.js';
 
-type Page = { status?: number; headers?: Record<string, string>; body?: string };
-const html = (head: string): Page => ({ headers: { 'content-type': 'text/html; charset=utf-8' }, body: `<!doctype html><html><head>${head}</head><body><p>home</p></body></html>` });
 
 const SITES = ['alice.test', 'hdr.test', 'meta.test', 'spoof.test', 'nolink.test'];
 
 describe('personal domains', () => {
-  const sites = new Map<string, Record<string, Page>>();
-  let web: http.Server;
+  let web: HomePages;
+  let sites: HomePages['sites'];
   let net: Network;
   let alice: FedUser;
   let bob: FedUser;
@@ -31,14 +28,9 @@ describe('personal domains', () => {
   let serverB: string;
 
   before(async () => {
-    web = http.createServer((req, res) => {
-      const host = String(req.headers.host ?? '').split(':')[0]!.toLowerCase();
-      const page = sites.get(host)?.[(req.url ?? '/').split('?')[0]!];
-      if (!page) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-      res.writeHead(page.status ?? 200, page.headers ?? {}).end(page.body ?? '');
-    });
-    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
-    const port = (web.address() as AddressInfo).port;
+    web = await startHomePages();
+    sites = web.sites;
+    const port = web.port;
     net = await startNetwork({
       domains: ['a.test', 'b.test'],
       env: { INTERTALK_FEDERATION_SWEEP: '250ms', INTERTALK_INSECURE_PEERS: SITES.join(',') },
@@ -52,8 +44,7 @@ describe('personal domains', () => {
   });
   after(async () => {
     await net?.stop();
-    web?.closeAllConnections();
-    await new Promise<void>((r) => web.close(() => r()));
+    await web?.close();
   });
 
   it('attaching answers with what to publish; the state names the failing step until the page points here', async () => {
