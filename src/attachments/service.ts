@@ -240,6 +240,33 @@ export class Attachments implements AttachmentsPort {
     return { id, mediaType, size: data.length, url: this.url(id), ...(name !== null ? { name } : {}) };
   }
 
+  /**
+   * A file that arrived with a message by another transport (an e-mail attachment): we hold the
+   * bytes already, so the message's sender domain is recorded as a verified source and no fetch
+   * is queued. Call before the message is stored. Files over INTERTALK_MAX_ATTACHMENT are refused
+   * (null).
+   */
+  async storeBridged(sender: string, data: Buffer, mediaType: string, name: string): Promise<AttachmentRef | null> {
+    if (data.length === 0 || data.length > this.maxBytes) return null;
+    const type = isValidMediaType(mediaType) ? mediaType : 'application/octet-stream';
+    const id = sha256Hex(data);
+    const now = this.o.clock.now();
+    const domain = domainOf(sender);
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('attachments')
+        .values({ id, media_type: type, size: data.length, created_at: now, uploader: sender, origin: domain, data, touched_at: now })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ touched_at: now }))
+        .execute();
+      await trx
+        .insertInto('attachment_fetches')
+        .values({ attachment_id: id, domain, url: this.url(id), media_type: type, size: data.length, sender, recipient: sender, state: 'done', attempts: 0, next_attempt_at: now, lease_until: null, last_error: null, created_at: now, fetched_at: now })
+        .onConflict((oc) => oc.columns(['attachment_id', 'domain']).doUpdateSet({ state: 'done', fetched_at: now, last_error: null }))
+        .execute();
+    });
+    return { id, name, mediaType: type, size: data.length, url: this.url(id) };
+  }
+
   // --- downloads: who may have what --------------------------------------------------------------
 
   private async has(id: string): Promise<boolean> {

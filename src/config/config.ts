@@ -75,6 +75,31 @@ export interface Config {
      */
     delivery: 'auto' | 'callback';
   };
+  /** The e-mail bridge (src/bridges/email/, docs/email.md). */
+  email: {
+    /** INTERTALK_EMAIL: on when asked for, or when an SMTP server is configured. */
+    enabled: boolean;
+    /** INTERTALK_EMAIL_DOMAIN: the domain of our users' e-mail addresses (default: our domain). */
+    mailDomain: string;
+    /** INTERTALK_EMAIL_SMTP: submission server, smtp://user:pass@host:587 or smtps://…:465. */
+    smtp: EmailServer | null;
+    /** INTERTALK_EMAIL_IMAP: the mailbox the bridge reads, imap://user:pass@host:143/INBOX or imaps://. */
+    imap: (EmailServer & { mailbox: string }) | null;
+    /** INTERTALK_EMAIL_DOMAINS: domains always reached by e-mail (no discovery asked). */
+    domains: Set<string>;
+    /** INTERTALK_EMAIL_MAX_SIZE: largest mail read or sent. */
+    maxBytes: number;
+    /** INTERTALK_EMAIL_PLAIN_MAIL: what ordinary (non-chat) mail becomes: `accept` (a message) or `drop`. */
+    plainMail: 'accept' | 'drop';
+    /** INTERTALK_EMAIL_UNAUTHENTICATED: mail failing DKIM/SPF/DMARC: `flag` (stored, marked) or `drop`. */
+    unauthenticated: 'flag' | 'drop';
+    /** INTERTALK_EMAIL_ENCRYPTION: `opportunistic` (Autocrypt when the peer has a key) or `off`. */
+    encryption: 'opportunistic' | 'off';
+    /** INTERTALK_EMAIL_DKIM_KEY / _SELECTOR: DKIM signing of what we send (PEM file path, selector). */
+    dkim: { keyFile: string; selector: string } | null;
+    /** INTERTALK_EMAIL_POLL: how often the mailbox is checked when IDLE is unavailable or silent. */
+    pollMs: number;
+  };
   federation: {
     resolve: Map<string, { host: string; port: number }>;
     insecurePeers: Set<string>;
@@ -91,6 +116,15 @@ export interface Config {
      */
     inboundRatePerMinute: number;
   };
+}
+
+export interface EmailServer {
+  host: string;
+  port: number;
+  /** Implicit TLS (smtps:, imaps:); otherwise STARTTLS when the server offers it. */
+  secure: boolean;
+  user: string | null;
+  password: string | null;
 }
 
 export class ConfigError extends Error {
@@ -220,6 +254,31 @@ function oneOf<T extends string>(key: string, raw: string, allowed: readonly T[]
   return v as T;
 }
 
+/** smtp(s):// or imap(s):// URL with credentials → its parts; never echoes the URL (password). */
+export function parseEmailServer(name: string, raw: string | undefined, kind: 'smtp' | 'imap'): (EmailServer & { mailbox: string }) | null {
+  if (raw === undefined) return null;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name}: not a URL (e.g. ${kind}://user:password@mail.example.org:${kind === 'smtp' ? 587 : 143})`);
+  }
+  const plain = `${kind}:`;
+  const tls = `${kind}s:`;
+  if ((u.protocol !== plain && u.protocol !== tls) || !u.hostname) throw new ConfigError(`${name}: must be a ${kind}:// or ${kind}s:// URL with a host`);
+  const secure = u.protocol === tls;
+  const port = u.port ? Number(u.port) : kind === 'smtp' ? (secure ? 465 : 587) : secure ? 993 : 143;
+  const mailbox = decodeURIComponent(u.pathname.replace(/^\/+/, '')) || 'INBOX';
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port,
+    secure,
+    user: u.username ? decodeURIComponent(u.username) : null,
+    password: u.password ? decodeURIComponent(u.password) : null,
+    mailbox,
+  };
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const get = (k: string) => {
     const v = env[k];
@@ -305,6 +364,30 @@ export function loadConfig(env: Env = process.env): Config {
       callbackTokenTtlMs: within('INTERTALK_CALLBACK_TOKEN_TTL', dur('INTERTALK_CALLBACK_TOKEN_TTL', '1h'), 60_000, 30 * 86_400_000),
       delivery: oneOf('INTERTALK_INDIEWEB_DELIVERY', get('INTERTALK_INDIEWEB_DELIVERY') ?? 'auto', ['auto', 'callback'] as const),
     },
+    email: (() => {
+      const flag = (get('INTERTALK_EMAIL') ?? '').toLowerCase();
+      if (flag && flag !== 'on' && flag !== 'off') throw new ConfigError(`INTERTALK_EMAIL: "${flag}" must be on or off`);
+      const smtp = parseEmailServer('INTERTALK_EMAIL_SMTP', get('INTERTALK_EMAIL_SMTP'), 'smtp');
+      const enabled = flag ? flag === 'on' : smtp !== null;
+      if (enabled && !smtp) throw new ConfigError('INTERTALK_EMAIL=on needs INTERTALK_EMAIL_SMTP (the submission server the bridge sends through)');
+      const mailDomain = (get('INTERTALK_EMAIL_DOMAIN') ?? domain).toLowerCase();
+      if (!isValidDomain(mailDomain)) throw new ConfigError(`INTERTALK_EMAIL_DOMAIN: "${mailDomain}" is not a domain name`);
+      const dkimKey = get('INTERTALK_EMAIL_DKIM_KEY');
+      const smtpParts = smtp ? (({ mailbox: _m, ...rest }) => rest)(smtp) : null;
+      return {
+        enabled,
+        mailDomain,
+        smtp: smtpParts,
+        imap: parseEmailServer('INTERTALK_EMAIL_IMAP', get('INTERTALK_EMAIL_IMAP'), 'imap'),
+        domains: domainList('INTERTALK_EMAIL_DOMAINS', get('INTERTALK_EMAIL_DOMAINS')),
+        maxBytes: within('INTERTALK_EMAIL_MAX_SIZE', parseSize('INTERTALK_EMAIL_MAX_SIZE', get('INTERTALK_EMAIL_MAX_SIZE') ?? '25MiB'), 64 * 1024, 1024 * 1024 * 1024),
+        plainMail: oneOf('INTERTALK_EMAIL_PLAIN_MAIL', get('INTERTALK_EMAIL_PLAIN_MAIL') ?? 'accept', ['accept', 'drop'] as const),
+        unauthenticated: oneOf('INTERTALK_EMAIL_UNAUTHENTICATED', get('INTERTALK_EMAIL_UNAUTHENTICATED') ?? 'flag', ['flag', 'drop'] as const),
+        encryption: oneOf('INTERTALK_EMAIL_ENCRYPTION', get('INTERTALK_EMAIL_ENCRYPTION') ?? 'opportunistic', ['opportunistic', 'off'] as const),
+        dkim: dkimKey ? { keyFile: dkimKey, selector: get('INTERTALK_EMAIL_DKIM_SELECTOR') ?? 'intertalk' } : null,
+        pollMs: within('INTERTALK_EMAIL_POLL', dur('INTERTALK_EMAIL_POLL', '60s'), 100, 86_400_000),
+      };
+    })(),
     federation: {
       resolve: parseResolve(get('INTERTALK_RESOLVE')),
       insecurePeers: domainList('INTERTALK_INSECURE_PEERS', get('INTERTALK_INSECURE_PEERS')),

@@ -252,7 +252,12 @@ export class Federation implements FederationPort {
   }
 
   sendSignal(domain: string, signal: SignalBody): void {
-    this.signals.send(domain, signal);
+    if (this.transports.size === 0) return this.signals.send(domain, signal);
+    // A destination reached by a transport that carries signals (e-mail) gets them its way.
+    void this.transports
+      .pick(domain)
+      .then((t) => (t?.signal ? t.signal(domain, signal) : this.signals.send(domain, signal)))
+      .catch((err: unknown) => this.ctx.logger.debug({ err, domain }, 'signal not sent'));
   }
 
   async refusal(domain: string): Promise<string | null> {

@@ -6,6 +6,8 @@
 // federation, and messaging knows nothing about transports: it writes one outbox row per remote
 // domain, as always.
 
+import type { SignalBody } from '../signals/wire.js';
+
 /** One queued message for a destination, as the outbox hands it over (oldest first). */
 export interface OutboundRow {
   /** The outbox row's id. */
@@ -40,6 +42,12 @@ export interface DeliveryTransport {
    * a retry of the first row.
    */
   deliver(destination: string, rows: OutboundRow[]): Promise<DeliveryOutcome[]>;
+  /**
+   * Carries a signals/1 signal (typing, read receipt) to a destination this transport claims, in
+   * its own way (e-mail: a read receipt becomes an MDN). Best effort, like signals over
+   * federation. Without it, signals go by federation as for any domain.
+   */
+  signal?(destination: string, s: SignalBody): Promise<void>;
 }
 
 /** The transports of one provider, asked in the order they were added; none claims → federation. */

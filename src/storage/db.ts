@@ -10,6 +10,7 @@ import { rooms } from './migrations/003_rooms.js';
 import { roomsFederation } from './migrations/005_rooms_federation.js';
 import { personalDomains } from './migrations/006_personal_domains.js';
 import { callbackFlow } from './migrations/007_callback_flow.js';
+import { email } from './migrations/008_email.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -168,7 +169,7 @@ export async function openStorage(url: string): Promise<Storage> {
 }
 
 export function migrations(dialect: Dialect): Record<string, Migration> {
-  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '003_rooms': rooms(dialect), '004_push': push(dialect), '005_rooms_federation': roomsFederation(dialect), '006_personal_domains': personalDomains(dialect), '007_callback_flow': callbackFlow(dialect) };
+  return { '001_initial': initial(dialect), '002_rich': rich(dialect), '003_rooms': rooms(dialect), '004_push': push(dialect), '005_rooms_federation': roomsFederation(dialect), '006_personal_domains': personalDomains(dialect), '007_callback_flow': callbackFlow(dialect), '008_email': email(dialect) };
 }
 
 /** Applies pending migrations; Kysely's migrator takes a lock, so instances may start together. */

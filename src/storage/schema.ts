@@ -388,6 +388,51 @@ export interface CallbackHeldTable {
   expires_at: number;
 }
 
+/** Message-IDs the e-mail bridge sent or stored, and the intertalk message each one is. */
+export interface EmailMessagesTable {
+  message_id: string;
+  conversation_id: string;
+  sender: string;
+  msg_id: string;
+  direction: string; // 'out' | 'in'
+  created_at: number;
+}
+
+/** A Chat-Group-ID and the conversation it currently is. */
+export interface EmailGroupsTable {
+  group_id: string;
+  conversation_id: string;
+  name: string | null;
+  updated_at: number;
+}
+
+/** Our users' Autocrypt (OpenPGP) keys. */
+export interface EmailKeysTable {
+  address: string;
+  fingerprint: string;
+  public_key: string;
+  private_key: string;
+  created_at: number;
+}
+
+/** A correspondent's key as last seen in an Autocrypt header. */
+export interface EmailPeerKeysTable {
+  address: string;
+  fingerprint: string;
+  public_key: string;
+  prefer_encrypt: string;
+  seen_at: number;
+}
+
+/** How far a mailbox has been read, and the instance reading it. */
+export interface EmailInboundTable {
+  mailbox: string;
+  uid_validity: number;
+  last_uid: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -427,4 +472,9 @@ export interface Database {
   callback_tokens: CallbackTokensTable;
   callback_codes: CallbackCodesTable;
   callback_held: CallbackHeldTable;
+  email_messages: EmailMessagesTable;
+  email_groups: EmailGroupsTable;
+  email_keys: EmailKeysTable;
+  email_peer_keys: EmailPeerKeysTable;
+  email_inbound: EmailInboundTable;
 }
