@@ -64,7 +64,8 @@ function rawHeaders(mail: MpMail): Raw {
   for (const { key, line } of mail.headerLines ?? []) {
     const i = line.indexOf(':');
     if (i < 0) continue;
-    const v = line.slice(i + 1, i + 1 + MAX_HEADER_VALUE).replace(/\r?\n[ \t]*/g, ' ').trim();
+    // Unfolding is removing the line break before the whitespace (RFC 5322 §2.2.3).
+    const v = line.slice(i + 1, i + 1 + MAX_HEADER_VALUE).replace(/\r?\n(?=[ \t])/g, '').trim();
     const list = out.get(key) ?? [];
     list.push(v);
     out.set(key, list);
@@ -157,13 +158,15 @@ function removeFooter(lines: string[]): string[] {
 }
 
 /** Blank lines at either end go; everything between is the user's (Delta Chat also collapses runs of them). */
-function render(lines: string[]): string {
+function trimBlankLines(lines: string[]): string[] {
   let a = 0;
   let b = lines.length;
   while (a < b && blank(lines[a]!)) a++;
   while (b > a && blank(lines[b - 1]!)) b--;
-  return unescapeFooterMarks(lines.slice(a, b).join('\n'));
+  return lines.slice(a, b);
 }
+
+const render = (lines: string[]) => unescapeFooterMarks(trimBlankLines(lines).join('\n'));
 
 /**
  * The user's text of a mail body and the quote it answers, if any. Both kinds of mail lose a top
@@ -408,13 +411,15 @@ function actionOf(raw: Buffer, mail: MpMail, h: Raw, c: { isChat: boolean; isMdn
     const edit = messageIds(first(h, 'chat-edit'), 1)[0];
     if (edit) {
       const t = simplifyText(body, true).text;
-      return { type: 'edit', text: t.startsWith(EDITED_PREFIX) ? t.slice(EDITED_PREFIX.length) : t, target: edit };
+      const text = t.startsWith(EDITED_PREFIX) ? trimBlankLines(t.slice(EDITED_PREFIX.length).split('\n')).join('\n') : t;
+      return { type: 'edit', text, target: edit };
     }
     // Delta Chat may list several (one request deletes a selection); the model carries one.
     const del = messageIds(first(h, 'chat-delete'), 1)[0];
     if (del) return { type: 'delete', target: del };
     if (c.group && h.has('chat-group-name-changed') && c.group.name !== null) {
-      return { type: 'rename', name: c.group.name, previous: textHeader(first(h, 'chat-group-name-changed'), MAX_GROUP_NAME) };
+      const previous = textHeader(first(h, 'chat-group-name-changed'), MAX_GROUP_NAME);
+      return { type: 'rename', name: c.group.name, previous: previous === c.group.name ? null : previous };
     }
     for (const [header, change] of [['chat-group-member-added', 'added'], ['chat-group-member-removed', 'removed']] as const) {
       const v = first(h, header);

@@ -126,7 +126,7 @@ function foldAutocrypt(value: string): string {
 type Headers = Record<string, string | { prepared: true; value: string }>;
 
 /** The action's own headers, body text and (for reactions) the Content-Disposition of the body. */
-function actionParts(a: Exclude<ChatAction, { type: 'receipt' }>, headers: Headers): { text: string; reaction: boolean } {
+function actionParts(a: Exclude<ChatAction, { type: 'receipt' }>, groupName: string | null, headers: Headers): { text: string; reaction: boolean } {
   switch (a.type) {
     case 'content':
       return { text: chatBody(a.text, undefined), reaction: false };
@@ -142,7 +142,9 @@ function actionParts(a: Exclude<ChatAction, { type: 'receipt' }>, headers: Heade
       // RFC 9078: the body is the emoji, no footer; '' withdraws (Delta Chat's extension).
       return { text: oneLine(a.emoji, 64), reaction: true };
     case 'rename':
-      headers['Chat-Group-Name-Changed'] = oneLine(a.previous ?? '');
+      // Delta Chat needs a non-empty old name to show the change; when the caller knows none, the
+      // group's name as given, else the new name (mime-in.ts reads "old = new" back as unknown).
+      headers['Chat-Group-Name-Changed'] = oneLine(a.previous || (groupName && groupName !== a.name ? groupName : a.name));
       const text = a.previous ? `Chat name changed from “${oneLine(a.previous)}” to “${oneLine(a.name)}”.` : `Chat name changed to “${oneLine(a.name)}”.`;
       return { text: chatBody(text, undefined), reaction: false };
     case 'member': {
@@ -178,7 +180,7 @@ export async function buildChatMail(m: OutgoingChatMail): Promise<Buffer> {
     headers['Chat-Group-ID'] = m.group.id;
     headers['Chat-Group-Name'] = oneLine(a.type === 'rename' ? a.name : (m.group.name ?? m.group.id));
   }
-  const { text, reaction } = actionParts(a, headers);
+  const { text, reaction } = actionParts(a, m.group?.name ?? null, headers);
   headers['Chat-Version'] = CHAT_VERSION;
   // Delta Chat asks for read receipts on what a user wrote, with its own header: replies to
   // `Disposition-Notification-To` from ordinary clients are mostly free text (mimefactory.rs).
@@ -195,8 +197,10 @@ export async function buildChatMail(m: OutgoingChatMail): Promise<Buffer> {
     messageId: `<${m.messageId}>`,
     inReplyTo: inReplyTo ? `<${inReplyTo}>` : undefined,
     references: references.length > 0 ? references.map((r) => `<${r}>`) : undefined,
-    // A reaction is a text/plain body with `Content-Disposition: reaction` (RFC 9078 §3).
-    text: reaction ? { content: body, headers: { 'Content-Disposition': 'reaction' } } : body,
+    // A reaction is a text/plain body with `Content-Disposition: reaction` (RFC 9078 §3). A Buffer,
+    // because MailComposer drops an empty string (an empty reaction withdraws; an empty text next to
+    // files still gets its text part, as in Delta Chat).
+    text: reaction ? { content: Buffer.from(body), headers: { 'Content-Disposition': 'reaction' } } : Buffer.from(body),
     // Delta Chat sends every file as `attachment` (mimefactory.rs build_body_file: `inline`
     // caused trouble in Outlook); mail clients still show images in place.
     attachments: attachments.map((f) => ({ filename: oneLine(f.name, 255) || 'file', contentType: f.mediaType, content: f.content, contentDisposition: 'attachment' })),
