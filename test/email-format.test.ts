@@ -238,6 +238,9 @@ describe('buildChatMail → parseChatMail', () => {
     const added = await text({ ...base, group, action: { type: 'member', change: 'added', member: 'Carol@Example.com', text: '' } });
     assert.match(added, /^Chat-Group-Member-Added: carol@example\.com\r$/m);
     assert.match(added, /Member carol@example\.com was added\./);
+    const alone = await text({ ...base, to: [], group: null, action: { type: 'content', text: 'note to self', attachments: [] } });
+    assert.match(alone, /^To: "hidden-recipients":;\r$/m);
+    assert.deepEqual((await chat(Buffer.from(alone))).recipients, []);
     await assert.rejects(buildChatMail({ ...base, group: null, action: { type: 'rename', name: 'x' } }), TypeError);
     await assert.rejects(buildChatMail({ ...base, messageId: '<bad id>', group: null, action: { type: 'content', text: '', attachments: [] } }), TypeError);
   });

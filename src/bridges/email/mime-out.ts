@@ -191,7 +191,8 @@ export async function buildChatMail(m: OutgoingChatMail): Promise<Buffer> {
   const attachments = a.type === 'content' || a.type === 'reply' ? a.attachments : [];
   const composer = new MailComposer({
     from: addr(m.from),
-    to: m.to.length > 0 ? m.to.map(addr) : undefined,
+    // No one else in the conversation: an empty group, as Delta Chat's hidden_recipients().
+    to: m.to.length > 0 ? m.to.map(addr) : 'hidden-recipients: ;',
     subject: m.subject !== undefined ? oneLine(m.subject, 400) : defaultSubject(m),
     date: m.date,
     messageId: `<${m.messageId}>`,
@@ -204,7 +205,7 @@ export async function buildChatMail(m: OutgoingChatMail): Promise<Buffer> {
     // Delta Chat sends every file as `attachment` (mimefactory.rs build_body_file: `inline`
     // caused trouble in Outlook); mail clients still show images in place.
     attachments: attachments.map((f) => ({ filename: oneLine(f.name, 255) || 'file', contentType: f.mediaType, content: f.content, contentDisposition: 'attachment' })),
-    headers: m.to.length > 0 ? headers : { ...headers, To: { prepared: true, value: '"hidden-recipients": ;' } },
+    headers,
     disableFileAccess: true,
     disableUrlAccess: true,
   });
