@@ -26,8 +26,11 @@ export type ChatAction =
   | { type: 'delete'; target: string }
   /** RFC 9078 reaction to `target`; emoji '' withdraws the sender's reaction. */
   | { type: 'reaction'; emoji: string; target: string }
-  /** Group renamed (`Chat-Group-Name-Changed`); `name` is the new name. */
-  | { type: 'rename'; name: string }
+  /**
+   * Group renamed: `name` is the new name (`Chat-Group-Name`); `previous` the old one, which
+   * Delta Chat writes into `Chat-Group-Name-Changed` and shows ("changed from … to …"), if known.
+   */
+  | { type: 'rename'; name: string; previous?: string | null }
   /** A read receipt (RFC 8098 MDN, disposition "displayed") for `target`. */
   | { type: 'receipt'; target: string }
   /** Member added / removed (`Chat-Group-Member-Added` / `-Removed`). */
@@ -71,6 +74,8 @@ export interface IncomingChatMail {
   /** To + Cc, without the sender, lower-cased, de-duplicated. */
   recipients: MailAddress[];
   date: Date | null;
+  /** The Subject (Delta Chat shows it for mail from ordinary mail clients), if any. */
+  subject: string | null;
   /** `Chat-Version` present: a chat client's mail, not an ordinary one. */
   isChat: boolean;
   group: GroupInfo | null;
