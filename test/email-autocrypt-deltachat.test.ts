@@ -4,11 +4,18 @@
 // for sending (read from its SMTP queue, the `smtp` table of its SQLite database: an internal
 // detail of 2.57, good enough for a pinned test dependency) decrypt and verify with decryptMime,
 // their outer headers are exactly the ones encryptMime writes, and their Autocrypt/Autocrypt-Gossip
-// headers parse. The other direction (Delta Chat reading our mails) needs IMAP: see the mail tests.
+// headers parse. The second suite is a real round trip with IMAP: a private Dovecot (when the
+// `dovecot` binary is there and we run as root, as in CI) and an smtp-server sink; Delta Chat
+// receives our encryptMime mails as encrypted and signed (padlock, key contact with our
+// fingerprint, protected subject and display name, gossiped group members as key contacts) and its
+// replies decrypt and verify with decryptMime.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { SMTPServer } from 'smtp-server';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import MailComposer from 'nodemailer/lib/mail-composer';
@@ -21,6 +28,7 @@ import {
   decryptMime,
   encryptMime,
   parseGossip,
+  gossipHeaders,
   type UserKey,
 } from '../src/bridges/email/autocrypt.js';
 
@@ -154,5 +162,235 @@ describe('Delta Chat core 2.57 and our keys and PGP/MIME', () => {
         ],
       );
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// With IMAP: our mails into Delta Chat, its replies back.
+
+const dovecotBinary = ['/usr/sbin/dovecot', '/usr/bin/dovecot'].find((p) => fs.existsSync(p));
+const canRunDovecot = dovecotBinary !== undefined && process.getuid?.() === 0;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function until<T>(what: string, f: () => Promise<T | null | undefined> | T | null | undefined, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== null && v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its replies', { skip: canRunDovecot ? false : 'needs dovecot and root' }, () => {
+  let root: string;
+  let imapPort: number;
+  let smtp: SMTPServer;
+  let smtpPort: number;
+  const sent: Array<{ raw: Buffer; rcpt: string[] }> = [];
+  let dc2: DeltaChatOverJsonRpcServer;
+  let acc2: number;
+  let dcPub: string;
+  let bridge: UserKey;
+  let dave: UserKey;
+  let seq = 0;
+
+  const maildir = () => path.join(root, 'mail', 'dcuser');
+
+  /** Delivers a raw mail into dcuser's INBOX. */
+  function deliver(raw: Buffer): void {
+    const file = path.join(maildir(), 'new', `${Date.now()}.${++seq}.intertalk-test`);
+    fs.writeFileSync(file, raw);
+    fs.chownSync(file, 65534, 65534);
+  }
+
+  async function incoming(text: string) {
+    return until(`Delta Chat to show "${text}"`, async () => {
+      for (const id of await dc2.rpc.getNextMsgs(acc2)) {
+        const m = await dc2.rpc.getMessage(acc2, id);
+        if (m.text === text) return m;
+      }
+      return null;
+    });
+  }
+
+  before(async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'intertalk-dc-imap-'));
+    fs.chmodSync(root, 0o755); // the mail processes run as nobody
+    for (const d of ['run', 'state', 'mail/dcuser/new', 'mail/dcuser/cur', 'mail/dcuser/tmp']) fs.mkdirSync(path.join(root, d), { recursive: true });
+    spawnSync('chown', ['-R', 'nobody:nogroup', path.join(root, 'mail')]);
+    imapPort = await freePort();
+    fs.writeFileSync(
+      path.join(root, 'dovecot.conf'),
+      [
+        'protocols = imap',
+        'listen = 127.0.0.1',
+        `base_dir = ${root}/run`,
+        `state_dir = ${root}/state`,
+        `log_path = ${root}/dovecot.log`,
+        'ssl = no',
+        'disable_plaintext_auth = no',
+        'auth_mechanisms = plain login',
+        `mail_location = maildir:${root}/mail/%n`,
+        'passdb {\n  driver = static\n  args = password=pass\n}',
+        `userdb {\n  driver = static\n  args = uid=nobody gid=nogroup home=${root}/mail/%n\n}`,
+        `service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n    port = ${imapPort}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
+        'protocol imap {\n  mail_max_userip_connections = 50\n}',
+        '',
+      ].join('\n'),
+    );
+    // stdio ignored: the daemonised master would otherwise hold spawnSync's pipes open.
+    const started = spawnSync(dovecotBinary!, ['-c', path.join(root, 'dovecot.conf')], { stdio: 'ignore' });
+    assert.equal(started.status, 0, fs.existsSync(path.join(root, 'dovecot.log')) ? fs.readFileSync(path.join(root, 'dovecot.log'), 'utf8') : 'dovecot failed');
+    await until('dovecot', () => new Promise<true | null>((resolve) => {
+      const s = net.connect(imapPort, '127.0.0.1');
+      s.once('data', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(null));
+    }));
+
+    smtp = new SMTPServer({
+      authOptional: true,
+      allowInsecureAuth: true,
+      disabledCommands: ['STARTTLS'],
+      disableReverseLookup: true,
+      logger: false,
+      onAuth: (auth, _session, cb) => cb(null, { user: auth.username }),
+      onData: (stream, session, cb) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          sent.push({ raw: Buffer.concat(chunks), rcpt: session.envelope.rcptTo.map((r) => r.address.toLowerCase()) });
+          cb();
+        });
+      },
+    });
+    smtpPort = await freePort();
+    await new Promise<void>((r) => smtp.listen(smtpPort, '127.0.0.1', () => r()));
+
+    dc2 = startDeltaChat(path.join(root, 'accounts'), { muteStdErr: !process.env.INTERTALK_DC_DEBUG });
+    acc2 = await dc2.rpc.addAccount();
+    await dc2.rpc.addOrUpdateTransport(acc2, {
+      addr: 'dcuser@example.org',
+      password: 'pass',
+      imapServer: '127.0.0.1',
+      imapPort,
+      imapFolder: null,
+      imapSecurity: 'plain',
+      imapUser: 'dcuser',
+      smtpServer: '127.0.0.1',
+      smtpPort,
+      smtpSecurity: 'plain',
+      smtpUser: 'dcuser',
+      smtpPassword: 'pass',
+      certificateChecks: null,
+    });
+    await dc2.rpc.startIo(acc2);
+    // Delta Chat does not fetch mails that were in the INBOX before its first sync: deliver after it.
+    await until('Delta Chat to be connected', async () => ((await dc2.rpc.getConnectivity(acc2)) >= 4000 ? true : null));
+    fs.mkdirSync(path.join(root, 'export'));
+    await dc2.rpc.exportSelfKeys(acc2, path.join(root, 'export'), null);
+    dcPub = fs.readFileSync(path.join(root, 'export', fs.readdirSync(path.join(root, 'export')).find((f) => f.startsWith('public-key-'))!), 'utf8');
+    [bridge, dave] = await Promise.all([generateUserKey('alice@example.org'), generateUserKey('dave@example.com')]);
+  });
+
+  after(async () => {
+    if (dc2) {
+      await dc2.rpc.stopIo(acc2).catch(() => {});
+      (dc2 as unknown as { transport: { input: NodeJS.WritableStream } }).transport.input.on('error', () => {});
+      dc2.close();
+    }
+    if (smtp) await new Promise<void>((r) => smtp.close(() => r()));
+    const pidFile = root ? path.join(root, 'run', 'master.pid') : '';
+    if (pidFile && fs.existsSync(pidFile)) {
+      try {
+        process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()));
+      } catch {
+        // already gone
+      }
+    }
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  test('1:1: padlock, key contact with our fingerprint, protected subject and name; the reply decrypts and verifies', async () => {
+    const inner = await new MailComposer({
+      from: 'Alice Bridge <alice@example.org>',
+      to: 'dcuser@example.org',
+      subject: 'A protected subject',
+      messageId: '<bridge-1@example.org>',
+      date: new Date(),
+      text: 'hello Delta Chat, from the bridge',
+      headers: [
+        { key: 'Chat-Version', value: '1.0' },
+        { key: 'Autocrypt', value: await autocryptHeader('alice@example.org', bridge.publicKeyArmored) },
+      ],
+    })
+      .compile()
+      .build();
+    deliver(await encryptMime(inner, { recipientsPublicKeys: [dcPub], senderPrivateKey: bridge.privateKeyArmored }));
+    const msg = await incoming('hello Delta Chat, from the bridge');
+    assert.equal(msg.showPadlock, true, 'Delta Chat shows it as end-to-end encrypted');
+    assert.equal(msg.error, null);
+    assert.equal(msg.subject, 'A protected subject');
+    const contact = await dc2.rpc.getContact(acc2, msg.fromId);
+    assert.equal(contact.address, 'alice@example.org');
+    assert.equal(contact.isKeyContact, true);
+    assert.equal(contact.displayName, 'Alice Bridge');
+    assert.ok((await dc2.rpc.getContactEncryptionInfo(acc2, msg.fromId)).replace(/\s+/g, '').includes(bridge.fingerprint));
+    assert.equal((await dc2.rpc.getFullChatById(acc2, msg.chatId)).isEncrypted, true);
+
+    await dc2.rpc.acceptChat(acc2, msg.chatId);
+    await dc2.rpc.miscSendTextMessage(acc2, msg.chatId, 'reply from Delta Chat');
+    const reply = await until('the reply over SMTP', () => sent.find((m) => m.rcpt.includes('alice@example.org') && m.raw.includes('multipart/encrypted')));
+    const r = await decryptMime(reply.raw, { privateKeys: [bridge.privateKeyArmored], senderPublicKeys: () => [dcPub] });
+    assert.ok(r.ok, r.ok ? '' : `${r.reason} ${r.detail}`);
+    assert.equal(r.signature, 'valid');
+    assert.equal(r.signerFromAutocrypt, false);
+    assert.ok(r.inner.toString('utf8').includes('reply from Delta Chat'));
+    assert.match(r.inner.toString('latin1'), /^In-Reply-To: <bridge-1@example\.org>\r$/m);
+  });
+
+  test('group: gossiped members become key contacts of the group', async () => {
+    const others = await gossipHeaders([
+      { address: 'dcuser@example.org', publicKeyArmored: dcPub },
+      { address: 'dave@example.com', publicKeyArmored: dave.publicKeyArmored },
+    ]);
+    const inner = await new MailComposer({
+      from: 'Alice Bridge <alice@example.org>',
+      to: ['dcuser@example.org', 'Dave <dave@example.com>'],
+      subject: 'Bridge group',
+      messageId: '<bridge-2@example.org>',
+      date: new Date(),
+      text: 'hello group, from the bridge',
+      headers: [
+        { key: 'Chat-Version', value: '1.0' },
+        { key: 'Chat-Group-ID', value: 'intertalkgrp01' },
+        { key: 'Chat-Group-Name', value: 'Bridge group' },
+        { key: 'Autocrypt', value: await autocryptHeader('alice@example.org', bridge.publicKeyArmored) },
+        ...others.map((value) => ({ key: 'Autocrypt-Gossip', value })),
+      ],
+    })
+      .compile()
+      .build();
+    deliver(await encryptMime(inner, { recipientsPublicKeys: [dcPub, dave.publicKeyArmored], senderPrivateKey: bridge.privateKeyArmored }));
+    const msg = await incoming('hello group, from the bridge');
+    assert.equal(msg.showPadlock, true);
+    const chat = await dc2.rpc.getFullChatById(acc2, msg.chatId);
+    assert.equal(chat.name, 'Bridge group');
+    assert.equal(chat.isEncrypted, true);
+    const members = await Promise.all((await dc2.rpc.getChatContacts(acc2, msg.chatId)).map((id) => dc2.rpc.getContact(acc2, id)));
+    const daveContact = members.find((c) => c.address === 'dave@example.com');
+    assert.ok(daveContact, members.map((c) => c.address).join(', '));
+    assert.equal(daveContact.isKeyContact, true, 'Dave came with his gossiped key');
+    assert.ok((await dc2.rpc.getContactEncryptionInfo(acc2, daveContact.id)).replace(/\s+/g, '').includes(dave.fingerprint));
   });
 });
