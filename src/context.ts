@@ -66,6 +66,10 @@ export interface AttachmentsPort {
   plainLink(a: AttachmentRef, conversationId: string): string;
   /** Seed 000: a binary `format` needs base64 `messageFormatted` within the size limit (400/413). */
   checkInline(m: { messageFormatted?: unknown; format?: unknown }): void;
+  /** The bytes of a file we hold, or null (the e-mail bridge attaches them). */
+  blob(id: string): Promise<Buffer | null>;
+  /** A file that came with a message by another transport (e-mail): stored as verified. */
+  storeBridged(sender: string, data: Buffer, mediaType: string, name: string): Promise<AttachmentRef | null>;
 }
 
 export interface AppContext {

@@ -43,7 +43,7 @@ export interface ProviderOptions {
   /** Process-wide metrics (CPU, memory, event loop); off when several providers share a process. */
   defaultMetrics?: boolean;
   /** Builds the federation capability once the core exists (see src/federation/). */
-  federation?: (ctx: AppContext, app: FastifyInstance) => Promise<(FederationPort & { start(): void; stop(): Promise<void> }) | null>;
+  federation?: (ctx: AppContext, app: FastifyInstance) => Promise<(FederationPort & { start(): void | Promise<void>; stop(): Promise<void> }) | null>;
   /** DNS resolution for outbound requests to user-chosen URLs (Web Push endpoints); tests only. */
   lookup?: LookupAll;
 }
@@ -68,7 +68,7 @@ export class Provider {
     readonly ctx: AppContext,
     readonly app: FastifyInstance,
     readonly realtime: Realtime,
-    private readonly federation: (FederationPort & { start(): void; stop(): Promise<void> }) | null,
+    private readonly federation: (FederationPort & { start(): void | Promise<void>; stop(): Promise<void> }) | null,
     readonly attachments: Attachments,
     /** Set when INTERTALK_REDIS is (several instances of one provider). */
     readonly cluster: Cluster | null = null,
@@ -213,7 +213,7 @@ export class Provider {
   async start(): Promise<string> {
     await this.app.listen({ host: this.config.listen.host, port: this.config.listen.port });
     this.started = true;
-    this.federation?.start();
+    await this.federation?.start();
     this.ctx.rooms.start();
     this.attachments.start();
     this.push?.start();

@@ -85,6 +85,8 @@ export interface Config {
     smtp: EmailServer | null;
     /** INTERTALK_EMAIL_IMAP: the mailbox the bridge reads, imap://user:pass@host:143/INBOX or imaps://. */
     imap: (EmailServer & { mailbox: string }) | null;
+    /** INTERTALK_EMAIL_SMTP_LISTEN: host:port of our own SMTP server for inbound mail (point MX here); null: none. */
+    smtpListen: { host: string; port: number } | null;
     /** INTERTALK_EMAIL_DOMAINS: domains always reached by e-mail (no discovery asked). */
     domains: Set<string>;
     /** INTERTALK_EMAIL_MAX_SIZE: largest mail read or sent. */
@@ -379,6 +381,7 @@ export function loadConfig(env: Env = process.env): Config {
         mailDomain,
         smtp: smtpParts,
         imap: parseEmailServer('INTERTALK_EMAIL_IMAP', get('INTERTALK_EMAIL_IMAP'), 'imap'),
+        smtpListen: get('INTERTALK_EMAIL_SMTP_LISTEN') ? parseHostPort('INTERTALK_EMAIL_SMTP_LISTEN', get('INTERTALK_EMAIL_SMTP_LISTEN')!) : null,
         domains: domainList('INTERTALK_EMAIL_DOMAINS', get('INTERTALK_EMAIL_DOMAINS')),
         maxBytes: within('INTERTALK_EMAIL_MAX_SIZE', parseSize('INTERTALK_EMAIL_MAX_SIZE', get('INTERTALK_EMAIL_MAX_SIZE') ?? '25MiB'), 64 * 1024, 1024 * 1024 * 1024),
         plainMail: oneOf('INTERTALK_EMAIL_PLAIN_MAIL', get('INTERTALK_EMAIL_PLAIN_MAIL') ?? 'accept', ['accept', 'drop'] as const),

@@ -18,6 +18,9 @@ import { SignalsFederation } from '../signals/federation.js';
 import type { SignalBody } from '../signals/wire.js';
 import { Transports, type DeliveryTransport } from './transports.js';
 import { Indieweb } from '../indieweb/service.js';
+import { EmailBridge, type EmailParts } from '../bridges/email/service.js';
+import { chatMailFormat } from '../bridges/email/format.js';
+import { autocryptCrypto } from '../bridges/email/crypto.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
 export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION, BATCH_EXTENSION];
@@ -25,6 +28,8 @@ export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNAL
 export interface FederationOptions {
   /** Extra trusted CA (PEM) for outbound TLS; for test networks started in one process. */
   ca?: string;
+  /** Test seams of the e-mail bridge (MX lookups, DNS for DKIM). */
+  email?: Pick<EmailParts, 'resolveMx' | 'dnsResolver'>;
 }
 
 export class Federation implements FederationPort {
@@ -42,6 +47,8 @@ export class Federation implements FederationPort {
   readonly inbound: Inbound;
   /** Personal domains (src/indieweb/): set by the factory below. */
   indieweb: Indieweb | null = null;
+  /** The e-mail bridge (src/bridges/email/), when INTERTALK_EMAIL is on. */
+  email: EmailBridge | null = null;
 
   constructor(
     private readonly ctx: AppContext,
@@ -194,12 +201,14 @@ export class Federation implements FederationPort {
     });
   }
 
-  start(): void {
+  async start(): Promise<void> {
     this.outbox.start();
     this.indieweb?.start();
+    await this.email?.start();
   }
 
   async stop(): Promise<void> {
+    await this.email?.stop();
     await this.indieweb?.stop();
     this.signals.stop();
     await this.outbox.stop();
@@ -276,6 +285,16 @@ export function federation(opts: FederationOptions = {}) {
     fed.indieweb = new Indieweb(ctx, fed);
     await fed.indieweb.init();
     fed.indieweb.routes(app);
+    // The e-mail bridge: a transport after the personal-domain ones, and an inbound reader.
+    const e = ctx.config.email;
+    if (e.enabled) {
+      fed.email = new EmailBridge(ctx, fed, {
+        format: chatMailFormat,
+        crypto: (store) => autocryptCrypto({ store, logger: ctx.logger, mailDomain: e.mailDomain, maxBytes: e.maxBytes, now: () => ctx.clock.now() }),
+        ...opts.email,
+      });
+      fed.email.routes(app);
+    }
     return fed;
   };
 }

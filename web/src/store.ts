@@ -235,6 +235,26 @@ export class Chat {
     return [...this.conversations.values()].sort((a, b) => b.lastSeq - a.lastSeq);
   }
 
+  /** What each address is (GET /addresses/{address}): shown for participants reached by e-mail. */
+  private readonly addressKinds = new Map<string, 'local' | 'intertalk' | 'email' | 'unknown' | 'pending'>();
+
+  /** True when `address` is reached by the provider's e-mail bridge (asked once, then cached). */
+  isEmail(address: string): boolean {
+    const k = this.addressKinds.get(address);
+    if (k === undefined) {
+      this.addressKinds.set(address, 'pending');
+      void this.session
+        .request<{ kind: 'local' | 'intertalk' | 'email' | 'unknown' }>('GET', `/addresses/${encodeURIComponent(address)}`)
+        .then((r) => {
+          this.addressKinds.set(address, r.kind);
+          if (r.kind === 'email') this.emit();
+        })
+        // No bridge on this provider (404), or it cannot tell now: not shown as e-mail.
+        .catch(() => this.addressKinds.set(address, 'unknown'));
+    }
+    return k === 'email';
+  }
+
   /** Loads the list; returns the highest seq in it (where the live stream resumes). */
   private async loadConversations(): Promise<number> {
     const r = await this.session.request<{ conversations: Conversation[] }>('GET', '/conversations?limit=200');

@@ -148,7 +148,10 @@ export class EmailTransport implements DeliveryTransport {
    */
   async signal(destination: string, s: SignalBody): Promise<void> {
     if (s.type !== 'receipt' || domainOf(s.messageSender) !== destination) return;
-    const mapped = await this.o.store.byMessage(s.messageSender, s.messageId);
+    // A receipt names the last message read; mail clients ask receipts only for what a person
+    // wrote (content, replies), so it is sent for the sender's last such message up to there.
+    const last = await this.o.store.lastReadable(s.messageSender, s.messageId);
+    const mapped = last ? await this.o.store.byMessage(last.sender, last.id) : null;
     if (!mapped || mapped.direction !== 'in') return;
     const from = { address: this.mailAddressOf(s.from) };
     const mail: OutgoingChatMail = {

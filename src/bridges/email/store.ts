@@ -66,6 +66,23 @@ export class EmailStore {
     return cur;
   }
 
+  /** `sender`'s last content or reply message in the conversation of (sender, id), up to that one. */
+  async lastReadable(sender: string, id: string): Promise<{ sender: string; id: string } | null> {
+    const at = await this.db.selectFrom('messages').select(['seq', 'conversation_id']).where('sender', '=', sender).where('id', '=', id).executeTakeFirst();
+    if (!at) return null;
+    const r = await this.db
+      .selectFrom('messages')
+      .select(['sender', 'id'])
+      .where('conversation_id', '=', at.conversation_id)
+      .where('sender', '=', sender)
+      .where('seq', '<=', at.seq)
+      .where('kind', 'in', ['content', 'reply'])
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return r ?? null;
+  }
+
   /** The seq of a stored message, or null. */
   async seqOf(sender: string, id: string): Promise<number | null> {
     const r = await this.db.selectFrom('messages').select('seq').where('sender', '=', sender).where('id', '=', id).executeTakeFirst();

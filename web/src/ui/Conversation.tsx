@@ -174,7 +174,9 @@ export function ConversationView({ chat, id }: { chat: Chat; id: string }) {
         <Avatar name={c.title ?? others[0] ?? chat.me} seed={c.id} />
         <div class="conversation-heading">
           <h2 id="conversation-title">{name}</h2>
-          <p class="subtitle">{c.title || group ? c.participants.join(', ') : others[0] ? `at ${others[0].split('@')[1]}` : 'Only you'}</p>
+          <p class="subtitle">
+            {c.title || group ? c.participants.map((p) => (chat.isEmail(p) ? `${p} (e-mail)` : p)).join(', ') : others[0] ? (chat.isEmail(others[0]) ? `by e-mail at ${others[0].split('@')[1]}` : `at ${others[0].split('@')[1]}`) : 'Only you'}
+          </p>
         </div>
         {chat.push.state !== 'unsupported' && (
           <button
