@@ -437,6 +437,30 @@ describe('encryptMime → decryptMime', () => {
     assert.equal(relayed.signedBy, alice.fingerprint);
   });
 
+  test('a detached signature inside the encryption (RFC 3156 multipart/signed, as Thunderbird sends)', async () => {
+    const canonical = Buffer.from((await innerMail()).toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+    const signingKeys = await openpgp.readPrivateKey({ armoredKey: alice.privateKeyArmored });
+    const sig = await openpgp.sign({ message: await openpgp.createMessage({ binary: new Uint8Array(canonical) }), signingKeys, detached: true });
+    const signed = (content: Buffer) =>
+      Buffer.concat([
+        Buffer.from('Content-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol="application/pgp-signature";\r\n boundary="------------SIG"\r\n\r\nThis is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--------------SIG\r\n'),
+        content,
+        Buffer.from(`\r\n--------------SIG\r\nContent-Type: application/pgp-signature; name="OpenPGP_signature.asc"\r\nContent-Disposition: attachment; filename="OpenPGP_signature"\r\n\r\n${sig}\r\n--------------SIG--\r\n`),
+      ]);
+    const r = await decryptMime(pgpMime(await rawEncrypt(signed(canonical), [bob.publicKeyArmored], null)), { privateKeys: [bob.privateKeyArmored], senderPublicKeys: knows(alice) });
+    assertOk(r);
+    assert.equal(r.signature, 'valid');
+    assert.equal(r.signedBy, alice.fingerprint);
+    assert.deepEqual(r.inner, canonical, 'inner is the signed part');
+    assert.equal(r.from, 'alice@example.org');
+    // The signed part changed after signing: the signature is there but does not verify.
+    const changed = Buffer.from(canonical.toString('latin1').replace('Hello Bob', 'Hello Rob'), 'latin1');
+    const bad = await decryptMime(pgpMime(await rawEncrypt(signed(changed), [bob.publicKeyArmored], null)), { privateKeys: [bob.privateKeyArmored], senderPublicKeys: knows(alice) });
+    assertOk(bad);
+    assert.equal(bad.signature, 'invalid');
+    assert.equal(bad.signedBy, null);
+  });
+
   test('not PGP/MIME, malformed PGP/MIME, Protonmail mixed-up shape', async () => {
     const plain = await innerMail();
     const r = await decryptMime(plain, { privateKeys: [bob.privateKeyArmored], senderPublicKeys: () => [] });

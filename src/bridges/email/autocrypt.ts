@@ -37,7 +37,9 @@
 // Delta Chat repairs: Protonmail's and Google Workspace's multipart/mixed wrappings), decrypts with
 // any of our private keys, and verifies the signature against the keys the caller knows for the
 // sender (looked up through `senderPublicKeys({ from, keyIds })`) and — as Delta Chat does — the key
-// in the *inner* `Autocrypt:` header whose addr is the inner From. It returns the decrypted inner
+// in the *inner* `Autocrypt:` header whose addr is the inner From. A signature may be inline in
+// the OpenPGP message (Delta Chat) or an RFC 3156 multipart/signed entity inside the encryption
+// (Thunderbird; then its signed first part is what is returned). It returns the decrypted inner
 // MIME entity for mime-in.ts to parse as the message proper. `signedBy` is the signer's primary-key
 // fingerprint (40 upper-case hex digits for v4 keys, as Delta Chat writes them); it says which key
 // signed, not who: the caller decides whether that fingerprint is the contact's key (TOFU).
@@ -655,6 +657,45 @@ async function readCandidateKeys(armored: string[]): Promise<openpgp.PublicKey[]
   return out;
 }
 
+/** A Content-Type parameter of an unfolded header value (quoted or token), lower-cased name. */
+function ctParam(value: string, name: string): string | null {
+  const re = new RegExp(`;\\s*${name}\\s*=\\s*(?:"((?:[^"\\\\]|\\\\.)*)"|([^\\s;"]+))`, 'i');
+  const m = re.exec(value);
+  return m ? (m[1] ?? m[2] ?? '').replace(/\\(.)/g, '$1') : null;
+}
+
+/**
+ * An RFC 3156 `multipart/signed; protocol="application/pgp-signature"` entity (Thunderbird signs
+ * that way inside the encryption): the signed first part exactly as signed, and the armored
+ * detached signature. null when `entity` is not one.
+ */
+function splitSigned(entity: Buffer, section: HeaderSection): { content: Buffer; signature: string } | null {
+  const ct = headerValues(section.fields, 'content-type')[0];
+  if (ct === undefined || !/^\s*multipart\/signed\s*(;|$)/i.test(ct)) return null;
+  if ((ctParam(ct, 'protocol') ?? '').toLowerCase() !== 'application/pgp-signature') return null;
+  const boundary = ctParam(ct, 'boundary');
+  if (!boundary || boundary.length > 200) return null;
+  const body = section.body.toString('latin1');
+  const delim = `--${boundary}`;
+  // The first delimiter is at the start of the body or after a CRLF (the preamble may precede it).
+  const first = body.startsWith(delim + '\r\n') ? 0 : body.indexOf('\r\n' + delim + '\r\n');
+  if (first < 0) return null;
+  const contentStart = first === 0 ? delim.length + 2 : first + 2 + delim.length + 2;
+  const second = body.indexOf('\r\n' + delim + '\r\n', contentStart);
+  if (second < 0) return null;
+  const content = Buffer.from(body.slice(contentStart, second), 'latin1');
+  const sigStart = second + 2 + delim.length + 2;
+  const end = body.indexOf('\r\n' + delim + '--', sigStart);
+  if (end < 0) return null;
+  const sigPart = parseHeaderSection(Buffer.from(body.slice(sigStart, end), 'latin1'));
+  if (sigPart === null) return null;
+  const sigType = headerValues(sigPart.fields, 'content-type')[0] ?? '';
+  if (!/^\s*application\/pgp-signature\s*(;|$)/i.test(sigType)) return null;
+  const cte = (headerValues(sigPart.fields, 'content-transfer-encoding')[0] ?? '7bit').trim().toLowerCase();
+  const raw = cte === 'base64' ? Buffer.from(sigPart.body.toString('latin1').replace(/\s+/g, ''), 'base64') : sigPart.body;
+  return { content, signature: raw.toString('latin1') };
+}
+
 /**
  * Decrypts a PGP/MIME mail and checks its signature. Never throws; see the file head and
  * DecryptResult. `inner` is only returned when the ciphertext's integrity check passed.
@@ -721,7 +762,16 @@ export async function decryptMime(raw: Buffer, o: DecryptOptions): Promise<Decry
     }
     if (!(literal instanceof Uint8Array)) return { ok: false, reason: 'decrypt-failed', detail: 'no literal data' };
     if (literal.length > maxBytes) return { ok: false, reason: 'too-large', detail: `inner entity is ${literal.length} bytes, limit ${maxBytes}` };
-    const inner = Buffer.from(literal.buffer, literal.byteOffset, literal.byteLength);
+    let inner = Buffer.from(literal.buffer, literal.byteOffset, literal.byteLength);
+
+    // A detached signature inside the encryption (RFC 3156 multipart/signed, Thunderbird's way):
+    // the signed first part is the message proper, as for Delta Chat.
+    let detached: { content: Buffer; signature: string } | null = null;
+    const outerSection = parseHeaderSection(inner);
+    if (outerSection !== null) {
+      detached = splitSigned(canonicalCrlf(inner), outerSection);
+      if (detached !== null) inner = detached.content;
+    }
 
     // Who claims to have sent it: the inner (protected) From, and its inner Autocrypt header.
     const section = parseHeaderSection(inner);
@@ -738,7 +788,15 @@ export async function decryptMime(raw: Buffer, o: DecryptOptions): Promise<Decry
     }
 
     // The signature.
-    const keyIds = Array.from(decrypted.getSigningKeyIDs(), (k) => k.toHex());
+    let detachedSig: openpgp.Signature | null = null;
+    if (detached !== null) {
+      try {
+        detachedSig = await openpgp.readSignature({ armoredSignature: detached.signature });
+      } catch {
+        detachedSig = null;
+      }
+    }
+    const keyIds = [...Array.from(decrypted.getSigningKeyIDs(), (k) => k.toHex()), ...(detachedSig ? Array.from(detachedSig.getSigningKeyIDs(), (k) => k.toHex()) : [])];
     let signedBy: string | null = null;
     let signature: SignatureStatus = keyIds.length === 0 ? 'unsigned' : 'unknown-signer';
     let signerFromAutocrypt = false;
@@ -759,7 +817,17 @@ export async function decryptMime(raw: Buffer, o: DecryptOptions): Promise<Decry
       const matching = candidates.filter((c) => c.key.getKeyIDs().some((id) => keyIds.includes(id.toHex())));
       if (matching.length > 0) {
         signature = 'invalid';
-        const results = await decrypted.verify(matching.map((c) => c.key), undefined, config);
+        const keysToTry = matching.map((c) => c.key);
+        const results = [...(await decrypted.verify(keysToTry, undefined, config))];
+        if (detachedSig !== null && detached !== null) {
+          const v = await openpgp.verify({
+            message: await openpgp.createMessage({ binary: new Uint8Array(detached.content.buffer, detached.content.byteOffset, detached.content.byteLength) }),
+            signature: detachedSig,
+            verificationKeys: keysToTry,
+            format: 'binary',
+          });
+          results.push(...v.signatures);
+        }
         for (const r of results) {
           let good = false;
           try {
