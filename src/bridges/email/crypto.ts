@@ -7,7 +7,7 @@
 //    headers our MTA adds, else the To/Cc), its signature checked against what we know of the
 //    sender; the newest Autocrypt header of a sender wins.
 import type { Logger } from 'pino';
-import { autocryptHeader, decryptMime, encryptMime, generateUserKey, parseGossip, readPublicKey } from './autocrypt.js';
+import { autocryptHeader, decryptMime, encryptMime, generateUserKey, gossipHeaders, parseGossip, readPublicKey } from './autocrypt.js';
 import type { EmailStore } from './store.js';
 import type { EmailCrypto } from './service.js';
 import { isEncrypted } from './service.js';
@@ -19,6 +19,19 @@ function headerBlock(raw: Buffer): string {
   const end = raw.indexOf('\r\n\r\n');
   const end2 = end === -1 ? raw.indexOf('\n\n') : end;
   return raw.subarray(0, end2 === -1 ? Math.min(raw.length, 256 * 1024) : end2).toString('latin1');
+}
+
+/** gossipHeaders() leaves a space every 78 characters of keydata: fold the header there. */
+function fold(value: string): string {
+  return value.replace(/ (?=[A-Za-z0-9+/=])/g, (m, i: number) => (value.lastIndexOf('keydata=', i) !== -1 ? '\r\n ' : m));
+}
+
+/** Adds header lines at the end of a message's header section (before the empty line). */
+function withHeaders(raw: Buffer, lines: string[]): Buffer {
+  if (lines.length === 0) return raw;
+  const end = raw.indexOf('\r\n\r\n');
+  if (end === -1) return raw;
+  return Buffer.concat([raw.subarray(0, end), Buffer.from(`\r\n${lines.join('\r\n')}`, 'latin1'), raw.subarray(end)]);
 }
 
 export function autocryptCrypto(o: { store: EmailStore; logger: Logger; mailDomain: string; maxBytes: number; now: () => number }): EmailCrypto {
@@ -51,7 +64,7 @@ export function autocryptCrypto(o: { store: EmailStore; logger: Logger; mailDoma
       return autocryptHeader(address, k.publicKey, 'mutual');
     },
 
-    async encrypt(raw, sender, recipients) {
+    async encrypt(raw, sender, recipients, members) {
       const keys: string[] = [];
       for (const r of recipients) {
         const k = await store.peerKey(r.toLowerCase());
@@ -59,7 +72,19 @@ export function autocryptCrypto(o: { store: EmailStore; logger: Logger; mailDoma
         keys.push(k.publicKey);
       }
       const own = await keyOf(sender);
-      return encryptMime(raw, { recipientsPublicKeys: keys, senderPrivateKey: own.privateKey });
+      let inner = raw;
+      if (members.length > 1) {
+        // Autocrypt-Gossip (inside the encryption): the keys we know of every member.
+        const known: Array<{ address: string; publicKeyArmored: string }> = [];
+        for (const m of members) {
+          const k = (await store.peerKey(m.toLowerCase())) ?? null;
+          const ours = k ? null : await store.userKey(m.toLowerCase());
+          if (k) known.push({ address: m, publicKeyArmored: k.publicKey });
+          else if (ours) known.push({ address: m, publicKeyArmored: ours.publicKey });
+        }
+        inner = withHeaders(raw, (await gossipHeaders(known)).map((v) => `Autocrypt-Gossip: ${fold(v)}`));
+      }
+      return encryptMime(inner, { recipientsPublicKeys: keys, senderPrivateKey: own.privateKey });
     },
 
     async decrypt(raw) {

@@ -35,8 +35,11 @@ export interface OutboundFormat {
 export interface OutboundCrypto {
   /** The sender's Autocrypt header value (a key is made on first use); null: encryption off. */
   autocryptFor(address: string): Promise<string | null>;
-  /** The mail encrypted to every recipient (and the sender); null when a recipient has no key. */
-  encrypt(raw: Buffer, sender: string, recipients: string[]): Promise<Buffer | null>;
+  /**
+   * The mail encrypted to every envelope recipient (and the sender); null when one has no key.
+   * `members` (everyone in To:) are gossiped in group mail, so readers learn each other's keys.
+   */
+  encrypt(raw: Buffer, sender: string, recipients: string[], members: string[]): Promise<Buffer | null>;
 }
 
 export interface OutboundDeps {
@@ -123,7 +126,7 @@ export class EmailTransport implements DeliveryTransport {
       return { kind: 'fail', reason: `cannot write the mail: ${(err as Error).message}` };
     }
     let raw = await this.o.format.build(mail);
-    const encrypted = await this.o.crypto.encrypt(raw, mail.from.address, envelopeTo).catch((err: unknown) => {
+    const encrypted = await this.o.crypto.encrypt(raw, mail.from.address, envelopeTo, mail.to.map((a) => a.address)).catch((err: unknown) => {
       this.o.logger.warn({ err: (err as Error).message, destination }, 'e-mail encryption failed; sending unencrypted');
       return null;
     });
