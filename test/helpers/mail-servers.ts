@@ -5,8 +5,8 @@
 //     virtual_mailbox_domains (opts.domains): known users only (hash map, rebuilt by addUser),
 //       unknown ones are refused at RCPT with 550; catch-all domains alias every address to one
 //       mailbox (virtual_alias_maps `@domain target`, the To: header stays the original one);
-//     opts.bounceDomain: accepted, then failed permanently by the `error` transport, so Postfix
-//       sends a real DSN to the sender's mailbox;
+//     opts.bounceDomain: accepted (relay_domains), then refused by Dovecot LMTP (no such users),
+//       so Postfix sends a real DSN to the sender's mailbox;
 //   Postfix --LMTP--> Dovecot 127.0.0.1:lmtp --> maildir in <dir>/home/<address>
 //   client --IMAP (plain, no TLS)--> Dovecot 127.0.0.1:imap
 //
@@ -90,7 +90,9 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
   const transport = join(pfEtc, 'transport');
   writeFileSync(vmailbox, '');
   writeFileSync(valias, Object.entries(catchAll).map(([d, to]) => `@${d} ${to}\n`).join(''));
-  writeFileSync(transport, `${bounceDomain} error:5.1.1 mailbox unavailable (test bounce domain)\n`);
+  // Not `error:` — smtpd would then refuse at RCPT. Dovecot LMTP knows no user there and answers
+  // 550 after Postfix has accepted the mail, so Postfix sends a DSN.
+  writeFileSync(transport, `${bounceDomain} lmtp:inet:[127.0.0.1]:${lmtpPort}\n`);
   writeFileSync(join(pfEtc, 'main.cf'), postfixMain({ pf, domains: opts.domains, bounceDomain, lmtpPort, authSocket, vmailbox, valias, transport }));
   writeFileSync(join(pfEtc, 'master.cf'), postfixMaster(smtpPort));
   for (const map of [vmailbox, valias, transport]) await postmap(map);
