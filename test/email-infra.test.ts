@@ -7,6 +7,8 @@ import nodemailer from 'nodemailer';
 import { ImapFlow } from 'imapflow';
 import { simpleParser } from 'mailparser';
 import { C } from '@deltachat/jsonrpc-client';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { startMailServers, type MailServers } from './helpers/mail-servers.js';
 import { startDeltaChatUser, type DeltaChatUser } from './helpers/deltachat.js';
 
@@ -106,6 +108,50 @@ describe('e-mail test infrastructure (Postfix, Dovecot, Delta Chat)', { timeout:
       assert.equal(back.chatId, encrypted);
       assert.equal(back.showPadlock, true);
       await alice.waitFor('delivered state', async () => (await alice.messageState(sent)) >= C.DC_STATE_OUT_DELIVERED);
+    }));
+
+  test('the driver: image, quote, reaction, edit, read receipt and delete over the encrypted chat', () =>
+    explain(async () => {
+      assert.ok(encrypted, 'needs the Secure-Join chat from the earlier test');
+      const png = join(mail.dir, 'pixel.png');
+      // A 1×1 PNG.
+      writeFileSync(png, Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==', 'base64'));
+      const img = await alice.sendImage(encrypted, png, 'a pixel');
+      const gotImg = await bob.waitForIncoming((m) => m.text === 'a pixel');
+      assert.equal(gotImg.viewType, 'Image');
+
+      const reply = await bob.reply(gotImg.chatId, gotImg.id, 'nice pixel');
+      const gotReply = await alice.waitForIncoming((m) => m.text === 'nice pixel');
+      assert.equal(gotReply.quote?.kind === 'WithMessage' ? gotReply.quote.messageId : null, img);
+
+      await alice.react(gotReply.id, '👍');
+      await bob.waitFor('the reaction', async () => ((await bob.getReactions(reply))?.reactionsByContact ? Object.values((await bob.getReactions(reply))!.reactionsByContact).flat().includes('👍') : false));
+
+      await alice.edit(img, 'a pixel (edited)');
+      await bob.waitFor('the edit', async () => {
+        const m = await bob.getMessage(gotImg.id);
+        return m.isEdited && m.text === 'a pixel (edited)';
+      });
+
+      // Read receipts are on by default (mdns_enabled = 1): bob seeing it moves alice's message to MDN_RCVD.
+      await bob.markSeen([gotImg.id]);
+      await alice.waitFor('the read receipt', async () => (await alice.messageState(img)) === C.DC_STATE_OUT_MDN_RCVD);
+
+      await alice.deleteForAll(img);
+      await bob.waitFor('the deletion', async () => !(await bob.getMessages(gotImg.chatId)).some((m) => m.id === gotImg.id));
+    }));
+
+  test('by default Delta Chat drops incoming unencrypted mail', () =>
+    explain(async () => {
+      const subject = `plain ${Date.now()}`;
+      await smtp(ALICE).sendMail({ from: ALICE, to: BOB, subject, text: 'unencrypted to bob' });
+      // Delivered to the mailbox…
+      await eventually('the plain mail in bob’s mailbox', async () => (await mailbox(BOB)).some((m) => m.toString('latin1').includes(subject)));
+      // …and then a later encrypted message arrives in Delta Chat while the plain one never shows up.
+      await alice.sendText(encrypted, 'after the plain one');
+      await bob.waitForIncoming((m) => m.text === 'after the plain one');
+      const all = await Promise.all((await bob.dc.rpc.getChatlistEntries(bob.accountId, null, null, null)).map((c) => bob.getMessages(c)));
+      assert.equal(all.flat().filter((m) => m.text.includes('unencrypted to bob')).length, 0);
     }));
 
   test('mail to any address at a catch-all domain lands in one mailbox with its original To:', () =>
