@@ -69,7 +69,7 @@ const LOGGED = new Set(['Warning', 'Error', 'ErrorSelfNotInGroup', 'ConfigurePro
 
 export async function startDeltaChatUser(o: DeltaChatUserOptions): Promise<DeltaChatUser> {
   const dir = mkdtempSync(join(tmpdir(), 'intertalk-dc-'));
-  const proc = spawn(getRPCServerPath({ disableEnvPath: false }), [], {
+  const proc = spawn(getRPCServerPath(), [], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, DC_ACCOUNTS_PATH: join(dir, 'accounts') },
     stdio: ['pipe', 'pipe', 'pipe'],
   });

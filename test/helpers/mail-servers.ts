@@ -75,7 +75,8 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
   const pfEtc = join(pf, 'etc');
   const home = join(dir, 'home');
   for (const d of [dv, join(dv, 'state'), pf, pfEtc, join(pf, 'queue'), join(pf, 'data'), home]) mkdirSync(d, { recursive: true, mode: 0o755 });
-  chownSync(join(pf, 'data'), ...(await userIdsTuple('postfix')));
+  const postfixIds = await userIds('postfix');
+  chownSync(join(pf, 'data'), postfixIds.uid, postfixIds.gid);
 
   const [imapPort, lmtpPort, smtpPort] = (await distinctPorts(3)) as [number, number, number];
   const users = join(dv, 'users');
@@ -112,6 +113,8 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
 
   const startPostfix = async () => {
     if (postfix) throw new Error('postfix is already running');
+    // Errors before the master runs (bad main.cf) go to syslog only; `postfix -c <dir>/postfix/etc
+    // check` in a terminal shows them (INTERTALK_KEEP_MAIL_DIR=1 keeps the directory).
     postfix = await startDaemon('postfix', join(POSTFIX_DIRS.command, 'postfix'), ['-c', pfEtc, 'start-fg'], { port: smtpPort, timeout, logTail });
   };
   const stopPostfix = async () => {
@@ -344,11 +347,6 @@ async function userIds(name: string): Promise<{ uid: number; gid: number }> {
   const { stdout: u } = await run('id', ['-u', name]);
   const { stdout: g } = await run('id', ['-g', name]);
   return { uid: Number(u.trim()), gid: Number(g.trim()) };
-}
-
-async function userIdsTuple(name: string): Promise<[number, number]> {
-  const { uid, gid } = await userIds(name);
-  return [uid, gid];
 }
 
 /** Distinct free ports (freePort() may repeat itself when called back to back without binding). */
