@@ -5,8 +5,8 @@
 //     virtual_mailbox_domains (opts.domains): known users only (hash map, rebuilt by addUser),
 //       unknown ones are refused at RCPT with 550; catch-all domains alias every address to one
 //       mailbox (virtual_alias_maps `@domain target`, the To: header stays the original one);
-//     opts.bounceDomain: accepted, then failed permanently by the `error` transport, so Postfix
-//       sends a real DSN to the sender's mailbox;
+//     opts.bounceDomain: accepted (relay_domains), then refused by Dovecot LMTP (no such users),
+//       so Postfix sends a real DSN to the sender's mailbox;
 //   Postfix --LMTP--> Dovecot 127.0.0.1:lmtp --> maildir in <dir>/home/<address>
 //   client --IMAP (plain, no TLS)--> Dovecot 127.0.0.1:imap
 //
@@ -75,7 +75,8 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
   const pfEtc = join(pf, 'etc');
   const home = join(dir, 'home');
   for (const d of [dv, join(dv, 'state'), pf, pfEtc, join(pf, 'queue'), join(pf, 'data'), home]) mkdirSync(d, { recursive: true, mode: 0o755 });
-  chownSync(join(pf, 'data'), ...(await userIdsTuple('postfix')));
+  const postfixIds = await userIds('postfix');
+  chownSync(join(pf, 'data'), postfixIds.uid, postfixIds.gid);
 
   const [imapPort, lmtpPort, smtpPort] = (await distinctPorts(3)) as [number, number, number];
   const users = join(dv, 'users');
@@ -90,7 +91,9 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
   const transport = join(pfEtc, 'transport');
   writeFileSync(vmailbox, '');
   writeFileSync(valias, Object.entries(catchAll).map(([d, to]) => `@${d} ${to}\n`).join(''));
-  writeFileSync(transport, `${bounceDomain} error:5.1.1 mailbox unavailable (test bounce domain)\n`);
+  // Not `error:` — smtpd would then refuse at RCPT. Dovecot LMTP knows no user there and answers
+  // 550 after Postfix has accepted the mail, so Postfix sends a DSN.
+  writeFileSync(transport, `${bounceDomain} lmtp:inet:[127.0.0.1]:${lmtpPort}\n`);
   writeFileSync(join(pfEtc, 'main.cf'), postfixMain({ pf, domains: opts.domains, bounceDomain, lmtpPort, authSocket, vmailbox, valias, transport }));
   writeFileSync(join(pfEtc, 'master.cf'), postfixMaster(smtpPort));
   for (const map of [vmailbox, valias, transport]) await postmap(map);
@@ -110,6 +113,8 @@ export async function startMailServers(opts: MailServerOptions): Promise<MailSer
 
   const startPostfix = async () => {
     if (postfix) throw new Error('postfix is already running');
+    // Errors before the master runs (bad main.cf) go to syslog only; `postfix -c <dir>/postfix/etc
+    // check` in a terminal shows them (INTERTALK_KEEP_MAIL_DIR=1 keeps the directory).
     postfix = await startDaemon('postfix', join(POSTFIX_DIRS.command, 'postfix'), ['-c', pfEtc, 'start-fg'], { port: smtpPort, timeout, logTail });
   };
   const stopPostfix = async () => {
@@ -342,11 +347,6 @@ async function userIds(name: string): Promise<{ uid: number; gid: number }> {
   const { stdout: u } = await run('id', ['-u', name]);
   const { stdout: g } = await run('id', ['-g', name]);
   return { uid: Number(u.trim()), gid: Number(g.trim()) };
-}
-
-async function userIdsTuple(name: string): Promise<[number, number]> {
-  const { uid, gid } = await userIds(name);
-  return [uid, gid];
 }
 
 /** Distinct free ports (freePort() may repeat itself when called back to back without binding). */
