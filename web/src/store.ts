@@ -235,6 +235,24 @@ export class Chat {
     return [...this.conversations.values()].sort((a, b) => b.lastSeq - a.lastSeq);
   }
 
+  /**
+   * Saves the user's contact card (GET /me/email/card: address and OpenPGP key) as a .vcf file,
+   * for e-mail correspondents whose app (Delta Chat) needs the key before it writes. Resolves to
+   * an error text when the provider has no e-mail bridge.
+   */
+  async saveContactCard(): Promise<string | null> {
+    const res = await this.session.fetch('GET', '/me/email/card');
+    if (res.status === 404) return 'This provider does not bridge to e-mail.';
+    if (!res.ok) return `The contact card could not be made (${res.status}).`;
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${this.me}.vcf`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    return null;
+  }
+
   /** What each address is (GET /addresses/{address}): shown for participants reached by e-mail. */
   private readonly addressKinds = new Map<string, 'local' | 'intertalk' | 'email' | 'unknown' | 'pending'>();
 

@@ -7,7 +7,7 @@
 //    headers our MTA adds, else the To/Cc), its signature checked against what we know of the
 //    sender; the newest Autocrypt header of a sender wins.
 import type { Logger } from 'pino';
-import { autocryptHeader, decryptMime, encryptMime, generateUserKey, gossipHeaders, parseGossip, readPublicKey } from './autocrypt.js';
+import { autocryptHeader, decryptMime, encryptMime, generateUserKey, gossipHeaders, parseAutocryptHeader, parseGossip, readPublicKey } from './autocrypt.js';
 import type { EmailStore } from './store.js';
 import type { EmailCrypto } from './service.js';
 import { isEncrypted } from './service.js';
@@ -62,6 +62,11 @@ export function autocryptCrypto(o: { store: EmailStore; logger: Logger; mailDoma
     async autocryptFor(address) {
       const k = await keyOf(address);
       return autocryptHeader(address, k.publicKey, 'mutual');
+    },
+
+    async keydataFor(address) {
+      const k = await keyOf(address);
+      return parseAutocryptHeader(await autocryptHeader(address, k.publicKey, 'mutual'), address)?.keydata ?? null;
     },
 
     async encrypt(raw, sender, recipients, members) {

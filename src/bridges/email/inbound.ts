@@ -115,7 +115,10 @@ export class EmailInbound {
     const known = await this.o.store.byMessageId(mail.messageId);
     if (known?.direction === 'out') return this.drop('this is a mail we sent', log);
     if (known) return { outcome: 'duplicate' };
-    const insecure = auth !== null && !auth.authenticated;
+    // Authenticated: DKIM/DMARC passed, or the mail was encrypted and signed by a key (Autocrypt's
+    // trust on first use: the key we hold for the sender, or the one it carries inside).
+    const signed = dec.encrypted && dec.signedBy !== null;
+    const insecure = !signed && auth !== null && !auth.authenticated;
     if (insecure && this.o.unauthenticated === 'drop') return this.drop(`the sender is not authenticated (${auth!.summary})`, log);
     if (auth) this.o.logger.debug({ ...log, auth: auth.summary }, 'inbound e-mail authentication');
     if (mail.autocrypt) await this.o.crypto.learn(mail).catch((err: unknown) => this.o.logger.warn({ ...log, err: (err as Error).message }, 'autocrypt header not learned'));
@@ -144,6 +147,7 @@ export class EmailInbound {
     const v = validateMessage(candidate, { now, maxRecipients: this.o.maxRecipients, skewMs: 0, requireSentAt: true, requireId: true });
     if (!v.ok) return this.drop(`not a valid message: ${v.message}`, log);
     const m = { ...v.value, id, sentAt: candidate.sentAt } as IntertalkMessage;
+    await this.nameGroup(mail, participants, convId, candidate.sentAt, fromDomain, insecure);
     let stored;
     try {
       stored = await this.o.messaging.accept(m, { kind: 'remote', domain: fromDomain, insecure });
@@ -154,7 +158,29 @@ export class EmailInbound {
     await this.o.store.mapMessage({ messageId: mail.messageId, conversationId: convId, sender: m.from, id, direction: 'in' });
     if (mail.group) await this.o.store.setGroup(mail.group.id, convId, mail.group.name);
     if (stored.replayed) return { outcome: 'duplicate' };
+    this.o.logger.debug({ ...log, conversationId: convId, participants: participants.length, action: mail.action.type, seq: stored.message.seq }, 'inbound e-mail stored');
     return { outcome: 'stored', conversationId: convId, seq: stored.message.seq };
+  }
+
+  /**
+   * A group's name (Chat-Group-Name) is the conversation's name: when it differs from the one we
+   * have, a rich/1 property message from the sender comes first (its id derived from the mail's).
+   */
+  private async nameGroup(mail: IncomingChatMail, participants: string[], convId: string, sentAt: string, fromDomain: string, insecure: boolean): Promise<void> {
+    const name = mail.group?.name?.trim();
+    if (!name || mail.action.type === 'rename') return;
+    const conv = await conversationOf(this.o.db, convId);
+    if (conv?.title === name) return;
+    const known = mail.group ? await this.o.store.group(mail.group.id) : null;
+    if (conv && known?.conversationId === convId && known.name === name) return; // renamed here since
+    const rich: Rich = { type: 'property', property: { name: 'displayName', value: name } };
+    const v = validateMessage({ id: `n${idForMessageId(mail.messageId).slice(0, 100)}`, from: mail.from.address, to: participants, sentAt, message: plainFallback(rich), rich }, { now: this.o.clock.now(), maxRecipients: this.o.maxRecipients, skewMs: 0, requireSentAt: true, requireId: true });
+    if (!v.ok) return;
+    try {
+      await this.o.messaging.accept({ ...v.value, id: v.value.id!, sentAt } as IntertalkMessage, { kind: 'remote', domain: fromDomain, insecure });
+    } catch (err) {
+      if (!(err instanceof RichRuleError || err instanceof MessageConflictError)) throw err;
+    }
   }
 
   /**

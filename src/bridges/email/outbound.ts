@@ -35,6 +35,8 @@ export interface OutboundFormat {
 export interface OutboundCrypto {
   /** The sender's Autocrypt header value (a key is made on first use); null: encryption off. */
   autocryptFor(address: string): Promise<string | null>;
+  /** The base64 binary public key of one of our users (made on first use); null: encryption off. */
+  keydataFor(address: string): Promise<string | null>;
   /**
    * The mail encrypted to every envelope recipient (and the sender); null when one has no key.
    * `members` (everyone in To:) are gossiped in group mail, so readers learn each other's keys.
@@ -166,7 +168,9 @@ export class EmailTransport implements DeliveryTransport {
       action: { type: 'receipt', target: mapped.messageId },
       references: [mapped.messageId],
     };
-    const raw = await this.o.format.build(mail);
+    let raw = await this.o.format.build(mail);
+    // Encrypted when we can: Delta Chat (force_encryption) ignores unencrypted receipts too.
+    raw = (await this.o.crypto.encrypt(raw, from.address, [s.messageSender], [s.messageSender]).catch(() => null)) ?? raw;
     try {
       await this.smtp.sendMail({ envelope: { from: from.address, to: [s.messageSender] }, raw });
     } catch (err) {

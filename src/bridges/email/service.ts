@@ -27,6 +27,7 @@ export type EmailCrypto = OutboundCrypto & InboundCrypto;
 /** Encryption off (INTERTALK_EMAIL_ENCRYPTION=off): plain mail both ways. */
 export const noEncryption: EmailCrypto = {
   autocryptFor: async () => null,
+  keydataFor: async () => null,
   encrypt: async () => null,
   decrypt: async (raw) => (isEncrypted(raw) ? { ok: false, reason: 'encrypted mail, and INTERTALK_EMAIL_ENCRYPTION is off' } : { ok: true, raw, encrypted: false, signedBy: null }),
   learn: async () => undefined,
@@ -54,6 +55,7 @@ export class EmailBridge {
   readonly transport: EmailTransport;
   readonly inbound: EmailInbound;
   readonly reader: ImapReader | null;
+  private readonly crypto: EmailCrypto;
   private smtpServer: SMTPServer | null = null;
   private smtpAddress: { host: string; port: number } | null = null;
 
@@ -67,6 +69,7 @@ export class EmailBridge {
     const log = logger.child({ capability: 'email' });
     this.store = new EmailStore(storage.db, clock);
     const crypto = e.encryption === 'off' || !parts.crypto ? noEncryption : parts.crypto(this.store);
+    this.crypto = crypto;
     const isOurs = (d: string) => d === config.domain || d === e.mailDomain || (fed.indieweb?.domains.isOurs(d) ?? false);
     this.routing = new EmailRouting({
       discovery: fed.discovery,
@@ -202,7 +205,29 @@ export class EmailBridge {
     return this.inbound.handle(raw);
   }
 
+  /**
+   * The user's contact card (vCard 4.0, as Delta Chat writes and reads it): the e-mail address and
+   * the OpenPGP key. A Delta Chat user who imports it can write to the user at once, encrypted —
+   * Delta Chat's default (force_encryption) neither sends nor accepts unencrypted mail.
+   */
+  async contactCard(address: string): Promise<string | null> {
+    const mailAddress = this.transport.mailAddressOf(address);
+    const keydata = await this.crypto.keydataFor(mailAddress);
+    const local = mailAddress.slice(0, mailAddress.lastIndexOf('@'));
+    const lines = ['BEGIN:VCARD', 'VERSION:4.0', `EMAIL:${vcardText(mailAddress)}`, `FN:${vcardText(local)}`];
+    if (keydata) lines.push(`KEY:data:application/pgp-keys;base64\\,${keydata}`);
+    lines.push(`REV:${new Date(this.ctx.clock.now()).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`, 'END:VCARD', '');
+    return lines.join('\r\n');
+  }
+
   routes(app: FastifyInstance): void {
+    app.get('/me/email/card', async (req, reply) => {
+      const user = await requireUser(this.ctx, req);
+      const card = await this.contactCard(user.address);
+      reply.header('content-type', 'text/vcard; charset=utf-8');
+      reply.header('content-disposition', `attachment; filename="${user.address.replace(/[^A-Za-z0-9@._-]/g, '_')}.vcf"`);
+      return card;
+    });
     app.get('/addresses/:address', async (req) => {
       await requireUser(this.ctx, req);
       const p = parseAddress(String((req.params as { address?: string }).address ?? ''));
@@ -210,6 +235,11 @@ export class EmailBridge {
       return { address: p.address.full, kind: await this.kindOf(p.address.full) };
     });
   }
+}
+
+/** RFC 6350 §3.4 text escaping. */
+function vcardText(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/,/g, '\\,').replace(/;/g, '\\;').replace(/\n/g, '\\n');
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -66,18 +66,20 @@ export class EmailStore {
     return cur;
   }
 
-  /** `sender`'s last content or reply message in the conversation of (sender, id), up to that one. */
+  /** `sender`'s last content or reply message (not deleted) in the conversation of (sender, id), up to that one. */
   async lastReadable(sender: string, id: string): Promise<{ sender: string; id: string } | null> {
     const at = await this.db.selectFrom('messages').select(['seq', 'conversation_id']).where('sender', '=', sender).where('id', '=', id).executeTakeFirst();
     if (!at) return null;
     const r = await this.db
       .selectFrom('messages')
-      .select(['sender', 'id'])
-      .where('conversation_id', '=', at.conversation_id)
-      .where('sender', '=', sender)
-      .where('seq', '<=', at.seq)
-      .where('kind', 'in', ['content', 'reply'])
-      .orderBy('seq', 'desc')
+      .leftJoin('message_state', 'message_state.seq', 'messages.seq')
+      .select(['messages.sender', 'messages.id'])
+      .where('messages.conversation_id', '=', at.conversation_id)
+      .where('messages.sender', '=', sender)
+      .where('messages.seq', '<=', at.seq)
+      .where('messages.kind', 'in', ['content', 'reply'])
+      .where('message_state.deleted_at', 'is', null)
+      .orderBy('messages.seq', 'desc')
       .limit(1)
       .executeTakeFirst();
     return r ?? null;

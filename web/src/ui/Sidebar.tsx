@@ -59,6 +59,14 @@ export function Sidebar({ chat, selected, selectedRoom, onLogout }: { chat: Chat
         <button type="button" class="personal-domains" onClick={() => setDomainsOpen(true)}>
           Personal domains
         </button>
+        <button
+          type="button"
+          class="personal-domains contact-card"
+          title="Your address and encryption key as a contact card, for people who write to you by e-mail (Delta Chat: import it, then write)"
+          onClick={() => void chat.saveContactCard().then((err) => err && window.alert(err))}
+        >
+          Contact card for e-mail
+        </button>
       </div>
       <nav class="conversation-list" aria-label="Conversation list">
         {!chat.listLoaded && !chat.listError && <p class="muted pad">Loading conversations…</p>}
