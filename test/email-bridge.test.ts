@@ -103,6 +103,7 @@ describe('e-mail bridge (SMTP in and out)', () => {
           INTERTALK_EMAIL: 'on',
           INTERTALK_EMAIL_SMTP: `smtp://127.0.0.1:${sink.port}`,
           INTERTALK_EMAIL_SMTP_LISTEN: `127.0.0.1:${mx}`,
+          INTERTALK_EMAIL_MAX_SIZE: '256KiB',
         },
       },
     });
@@ -212,6 +213,9 @@ describe('e-mail bridge (SMTP in and out)', () => {
     await deliver('From: <bob@mail.test\r\nContent-Type: multipart/mixed; boundary=\r\n\r\n--\r\n\x00\x01garbage', BOB);
     const firstMid = (await parsed(firstMail)).messageId!.replace(/^<|>$/g, '');
     await deliver(await fromBob(6, { type: 'delete', target: firstMid }).raw);
+    // Over INTERTALK_EMAIL_MAX_SIZE: refused (552) while it is sent; nothing is stored.
+    const huge = await new MailComposer({ from: BOB, to: `alice@${A}`, subject: 'big', text: 'x'.repeat(400 * 1024) }).compile().build();
+    await assert.rejects(deliver(huge), (err: any) => err.responseCode === 552);
     // And a valid one after them, so we know the bad ones were handled first.
     await deliver(await fromBob(7, { type: 'content', text: 'still here', attachments: [] }).raw);
     await eventually('the valid mail', async () => (await history(net, alice, conv)).find((x) => (x.rich?.text ?? x.message) === 'still here'));

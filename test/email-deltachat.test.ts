@@ -311,6 +311,12 @@ describe('e-mail bridge with Delta Chat, Postfix and Dovecot', () => {
     assert.equal(copies, 1);
   });
 
+  it('a real bounce (Postfix\'s DSN, read back over IMAP) shows alice a failed state', async () => {
+    const m = await say(net, alice, [`nobody@${mail.bounceDomain}`], 'this one bounces');
+    const failed = await eventually('failed after the bounce', async () => (await deliveries(net, alice, m)).find((d) => d.state === 'failed'), LONG, 250);
+    assert.match(failed.lastError, /bounced/);
+  });
+
   async function upload(data: Buffer, type: string, name: string): Promise<{ id: string }> {
     const node = net.node(A);
     const { Agent, fetch } = await import('undici');
