@@ -242,7 +242,7 @@ export class OutboxWorker {
         await this.record(domain, attempted, settled, result.outcomes.some((o) => o.kind === 'delivered'), failures.at(-1)?.reason);
         const retry = result.outcomes.find((o): o is Extract<Outcome, { kind: 'retry' }> => o.kind === 'retry');
         if (retry) {
-          await this.backOff(domain, retry.reason, retry.retryAfterMs);
+          await this.backOff(domain, retry.reason, retry.retryAfterMs, retry.maxDelayMs);
           return;
         }
       }
@@ -298,10 +298,10 @@ export class OutboxWorker {
     return r?.last_error ?? null;
   }
 
-  private async backOff(domain: string, reason: string, retryAfterMs: number | null): Promise<void> {
+  private async backOff(domain: string, reason: string, retryAfterMs: number | null, maxDelayMs?: number): Promise<void> {
     const peer = await this.o.db.selectFrom('federation_peers').select('failures').where('domain', '=', domain).executeTakeFirstOrThrow();
     const failures = Number(peer.failures) + 1;
-    const delay = Math.max(backoffDelay(failures), retryAfterMs ?? 0);
+    const delay = Math.min(Math.max(backoffDelay(failures), retryAfterMs ?? 0), maxDelayMs ?? Infinity);
     const now = this.o.clock.now();
     await this.o.db
       .updateTable('federation_peers')

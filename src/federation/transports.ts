@@ -24,7 +24,17 @@ export interface OutboundRow {
 export type DeliveryOutcome =
   | { kind: 'delivered'; insecure: boolean }
   | { kind: 'fail'; reason: string }
-  | { kind: 'retry'; reason: string; retryAfterMs: number | null };
+  | {
+      kind: 'retry';
+      reason: string;
+      retryAfterMs: number | null;
+      /**
+       * At most this long before the next try, however many failures: for a relay of our own
+       * (the e-mail bridge's submission server) that is down, where trying often costs little and
+       * users wait for every minute of back-off after it is back.
+       */
+      maxDelayMs?: number;
+    };
 
 export interface DeliveryTransport {
   /** A short name for logs and `federation status` (`email`, `indieweb`). */

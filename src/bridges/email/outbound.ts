@@ -64,6 +64,9 @@ export interface OutboundDeps {
   transportOptions?: Record<string, unknown>;
 }
 
+/** The longest wait between tries while the submission server does not answer. */
+export const SUBMISSION_RETRY_MAX_MS = 30_000;
+
 /** How long one SMTP conversation may take before it counts as a retry. */
 const SMTP_TIMEOUT_MS = 60_000;
 
@@ -265,5 +268,8 @@ export function classifySmtpError(destination: string, err: unknown): DeliveryOu
   if (typeof e.responseCode === 'number' && e.responseCode >= 500 && e.responseCode < 600) {
     return { kind: 'fail', reason: `${destination} (email): the mail server refused it: ${answer}` };
   }
-  return { kind: 'retry', reason: `${destination} (email): ${e.code ? `${e.code}: ` : ''}${answer}`, retryAfterMs: null };
+  // No SMTP answer at all: our submission server is down or unreachable. It is ours, so it is
+  // tried at least every SUBMISSION_RETRY_MAX_MS (the destination itself is not to blame).
+  const noAnswer = typeof e.responseCode !== 'number';
+  return { kind: 'retry', reason: `${destination} (email): ${e.code ? `${e.code}: ` : ''}${answer}`, retryAfterMs: null, ...(noAnswer ? { maxDelayMs: SUBMISSION_RETRY_MAX_MS } : {}) };
 }
