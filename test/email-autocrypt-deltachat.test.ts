@@ -15,9 +15,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
-import { SMTPServer } from 'smtp-server';
 import path from 'node:path';
 import { freePort } from '../src/devnet/network.js';
+import { SmtpSink } from './helpers/smtp-sink.js';
+import { eventually } from './helpers/fed.js';
 import Database from 'better-sqlite3';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import { startDeltaChat, type DeltaChatOverJsonRpcServer } from '@deltachat/stdio-rpc-server';
@@ -172,23 +173,11 @@ describe('Delta Chat core 2.57 and our keys and PGP/MIME', () => {
 const dovecotBinary = ['/usr/sbin/dovecot', '/usr/bin/dovecot'].find((p) => fs.existsSync(p));
 const canRunDovecot = dovecotBinary !== undefined && process.getuid?.() === 0;
 
-async function until<T>(what: string, f: () => Promise<T | null | undefined> | T | null | undefined, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== null && v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 // CI installs Dovecot and runs as root (.ci/run): a machine without them fails here, never skips.
 describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its replies', () => {
   let root: string;
   let imapPort: number;
-  let smtp: SMTPServer;
-  let smtpPort: number;
-  const sent: Array<{ raw: Buffer; rcpt: string[] }> = [];
+  let sink: SmtpSink;
   let dc2: DeltaChatOverJsonRpcServer;
   let acc2: number;
   let dcPub: string;
@@ -206,13 +195,13 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
   }
 
   async function incoming(text: string) {
-    return until(`Delta Chat to show "${text}"`, async () => {
+    return eventually(`Delta Chat to show "${text}"`, async () => {
       for (const id of await dc2.rpc.getNextMsgs(acc2)) {
         const m = await dc2.rpc.getMessage(acc2, id);
         if (m.text === text) return m;
       }
       return null;
-    });
+    }, 20_000, 100);
   }
 
   before(async () => {
@@ -244,30 +233,13 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
     // stdio ignored: the daemonised master would otherwise hold spawnSync's pipes open.
     const started = spawnSync(dovecotBinary!, ['-c', path.join(root, 'dovecot.conf')], { stdio: 'ignore' });
     assert.equal(started.status, 0, fs.existsSync(path.join(root, 'dovecot.log')) ? fs.readFileSync(path.join(root, 'dovecot.log'), 'utf8') : 'dovecot failed');
-    await until('dovecot', () => new Promise<true | null>((resolve) => {
+    await eventually('dovecot', () => new Promise<true | null>((resolve) => {
       const s = net.connect(imapPort, '127.0.0.1');
       s.once('data', () => (s.destroy(), resolve(true)));
       s.once('error', () => resolve(null));
-    }));
+    }), 20_000, 100);
 
-    smtp = new SMTPServer({
-      authOptional: true,
-      allowInsecureAuth: true,
-      disabledCommands: ['STARTTLS'],
-      disableReverseLookup: true,
-      logger: false,
-      onAuth: (auth, _session, cb) => cb(null, { user: auth.username }),
-      onData: (stream, session, cb) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', (c: Buffer) => chunks.push(c));
-        stream.on('end', () => {
-          sent.push({ raw: Buffer.concat(chunks), rcpt: session.envelope.rcptTo.map((r) => r.address.toLowerCase()) });
-          cb();
-        });
-      },
-    });
-    smtpPort = await freePort();
-    await new Promise<void>((r) => smtp.listen(smtpPort, '127.0.0.1', () => r()));
+    sink = await new SmtpSink().start();
 
     dc2 = startDeltaChat(path.join(root, 'accounts'), { muteStdErr: !process.env.INTERTALK_DC_DEBUG });
     acc2 = await dc2.rpc.addAccount();
@@ -280,7 +252,7 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
       imapSecurity: 'plain',
       imapUser: 'dcuser',
       smtpServer: '127.0.0.1',
-      smtpPort,
+      smtpPort: sink.port,
       smtpSecurity: 'plain',
       smtpUser: 'dcuser',
       smtpPassword: 'pass',
@@ -288,7 +260,7 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
     });
     await dc2.rpc.startIo(acc2);
     // Delta Chat does not fetch mails that were in the INBOX before its first sync: deliver after it.
-    await until('Delta Chat to be connected', async () => ((await dc2.rpc.getConnectivity(acc2)) >= 4000 ? true : null));
+    await eventually('Delta Chat to be connected', async () => ((await dc2.rpc.getConnectivity(acc2)) >= 4000 ? true : null), 20_000, 100);
     fs.mkdirSync(path.join(root, 'export'));
     await dc2.rpc.exportSelfKeys(acc2, path.join(root, 'export'), null);
     dcPub = fs.readFileSync(path.join(root, 'export', fs.readdirSync(path.join(root, 'export')).find((f) => f.startsWith('public-key-'))!), 'utf8');
@@ -301,7 +273,7 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
       (dc2 as unknown as { transport: { input: NodeJS.WritableStream } }).transport.input.on('error', () => {});
       dc2.close();
     }
-    if (smtp) await new Promise<void>((r) => smtp.close(() => r()));
+    await sink?.stop();
     const pidFile = root ? path.join(root, 'run', 'master.pid') : '';
     if (pidFile && fs.existsSync(pidFile)) {
       try {
@@ -342,7 +314,7 @@ describe('Delta Chat core 2.57 over IMAP: reads our encrypted mails, we read its
 
     await dc2.rpc.acceptChat(acc2, msg.chatId);
     await dc2.rpc.miscSendTextMessage(acc2, msg.chatId, 'reply from Delta Chat');
-    const reply = await until('the reply over SMTP', () => sent.find((m) => m.rcpt.includes('alice@example.org') && m.raw.includes('multipart/encrypted')));
+    const reply = await eventually('the reply over SMTP', async () => sink.mails.find((m) => m.to.includes('alice@example.org') && m.raw.includes('multipart/encrypted')), 20_000, 100);
     const r = await decryptMime(reply.raw, { privateKeys: [bridge.privateKeyArmored], senderPublicKeys: () => [dcPub] });
     assert.ok(r.ok, r.ok ? '' : `${r.reason} ${r.detail}`);
     assert.equal(r.signature, 'valid');

@@ -7,11 +7,11 @@
 // test/email-deltachat.test.ts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { SMTPServer } from 'smtp-server';
 import nodemailer from 'nodemailer';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import { simpleParser } from 'mailparser';
 import { startNetwork, freePort, type Network } from './helpers/network.js';
+import { SmtpSink, type TakenMail } from './helpers/smtp-sink.js';
 import { api, deliveries, eventually, fedUser, history, say, type FedUser } from './helpers/fed.js';
 import { buildChatMail, messageIdFor } from '../src/bridges/email/mime-out.js';
 import type { ChatAction, OutgoingChatMail } from '../src/bridges/email/model.js';
@@ -21,52 +21,9 @@ const A = 'a.test';
 const B = 'b.test';
 const BOB = 'bob@mail.test';
 
-interface Taken {
-  from: string;
-  to: string[];
-  raw: Buffer;
-}
-
-/** The submission server: keeps every mail, or answers `mode` to DATA. */
-class Sink {
-  readonly mails: Taken[] = [];
-  mode: 'ok' | 'temporary' | 'permanent' = 'ok';
-  private server: SMTPServer | null = null;
-  constructor(readonly port: number) {}
-
-  async start(): Promise<void> {
-    const server = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ['STARTTLS', 'AUTH'],
-      logger: false,
-      onData: (stream, session, cb) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', (c: Buffer) => chunks.push(c));
-        stream.on('end', () => {
-          if (this.mode === 'temporary') return cb(Object.assign(new Error('try later'), { responseCode: 451 }));
-          if (this.mode === 'permanent') return cb(Object.assign(new Error('no such user'), { responseCode: 550 }));
-          this.mails.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
-          cb(null);
-        });
-      },
-    });
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
-    });
-  }
-
-  async stop(): Promise<void> {
-    const s = this.server;
-    this.server = null;
-    if (s) await new Promise<void>((done) => s.close(() => done()));
-  }
-}
-
 describe('e-mail bridge (SMTP in and out)', () => {
   let net: Network;
-  let sink: Sink;
+  let sink: SmtpSink;
   let mx: number;
   let alice: FedUser;
   let carolB: FedUser;
@@ -89,11 +46,10 @@ describe('e-mail bridge (SMTP in and out)', () => {
     return { id, raw: buildChatMail({ from: { address: BOB, name: 'Bob' }, to: [{ address: `alice@${A}` }], messageId: id, date: new Date(), group: null, action, references: [], ...extra }) };
   }
 
-  const parsed = (t: Taken) => simpleParser(t.raw);
+  const parsed = (t: TakenMail) => simpleParser(t.raw);
 
   before(async () => {
-    sink = new Sink(await freePort());
-    await sink.start();
+    sink = await new SmtpSink().start();
     mx = await freePort();
     net = await startNetwork({
       domains: [A, B],
@@ -127,7 +83,7 @@ describe('e-mail bridge (SMTP in and out)', () => {
   });
 
   let first: any;
-  let firstMail: Taken;
+  let firstMail: TakenMail;
 
   it('sends a message to an e-mail address as a chat mail', async () => {
     first = await say(net, alice, [BOB], 'Hello Bob, by mail');

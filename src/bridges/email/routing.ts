@@ -44,8 +44,6 @@ export class EmailRouting {
       /** Our provider domain, our mail domain, our users' personal domains. */
       isOurs: (domain: string) => boolean;
       resolveMx?: ResolveMx;
-      /** INTERTALK_INSECURE_PEERS: their /keys is asked over http. */
-      insecurePeers: Set<string>;
     },
   ) {}
 
@@ -70,10 +68,6 @@ export class EmailRouting {
     if (this.o.always.has(d)) return true;
     const hit = this.decided.get(d);
     return hit && hit.expires > this.o.clock.now() ? hit.email : null;
-  }
-
-  forget(domain: string): void {
-    this.decided.delete(domain.toLowerCase());
   }
 
   private async decide(domain: string): Promise<boolean> {

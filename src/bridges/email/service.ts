@@ -17,7 +17,7 @@ import { domainOf, parseAddress } from '../../protocol/address.js';
 import { EmailStore, conversationOf } from './store.js';
 import { EmailRouting, type ResolveMx } from './routing.js';
 import { EmailTransport, type OutboundCrypto, type OutboundFormat } from './outbound.js';
-import { EmailInbound, type InboundCrypto, type InboundFormat, type InboundResult } from './inbound.js';
+import { EmailInbound, type InboundCrypto, type InboundFormat } from './inbound.js';
 import { ImapReader } from './imap.js';
 import { mailAuthenticator, type Resolver } from './auth.js';
 
@@ -57,7 +57,6 @@ export class EmailBridge {
   readonly reader: ImapReader | null;
   private readonly crypto: EmailCrypto;
   private smtpServer: SMTPServer | null = null;
-  private smtpAddress: { host: string; port: number } | null = null;
 
   constructor(
     private readonly ctx: AppContext,
@@ -78,7 +77,6 @@ export class EmailBridge {
       ttlMs: config.federation.discoveryTtlMs,
       always: e.domains,
       isOurs,
-      insecurePeers: config.federation.insecurePeers,
       ...(parts.resolveMx ? { resolveMx: parts.resolveMx } : {}),
     });
     const dkim = e.dkim ? { domainName: e.mailDomain, keySelector: e.dkim.selector, privateKey: readFileSync(e.dkim.keyFile, 'utf8') } : null;
@@ -135,11 +133,6 @@ export class EmailBridge {
     this.transport.close();
   }
 
-  /** Where our SMTP listener listens (after start), for tests and logs. */
-  get smtpListening(): { host: string; port: number } | null {
-    return this.smtpAddress;
-  }
-
   /**
    * Our own MX: mail for our users, taken only once it is handled (stored, or dropped for a
    * logged reason), so the sending server keeps and retries it if we fail before that. Recipients
@@ -185,8 +178,6 @@ export class EmailBridge {
       server.listen(at.port, at.host, () => resolve());
     });
     server.on('error', (err) => this.ctx.logger.warn({ err }, 'e-mail SMTP listener error'));
-    const addr = server.server.address();
-    this.smtpAddress = typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : at;
   }
 
   /** What an address is to our users: one of ours, an intertalk user elsewhere, or e-mail. */
@@ -198,11 +189,6 @@ export class EmailBridge {
     } catch {
       return this.routing.known(d) === true ? 'email' : 'unknown';
     }
-  }
-
-  /** Hands one raw mail to the inbound side (the SMTP listener and the IMAP reader do). */
-  receive(raw: Buffer): Promise<InboundResult> {
-    return this.inbound.handle(raw);
   }
 
   /**
