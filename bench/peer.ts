@@ -479,14 +479,20 @@ async function ejRegister(n: EjNode, user: string): Promise<void> {
   if (r.status !== 200 && !t.includes('already')) throw new Error(`ejabberd register ${user}: ${r.status} ${t}`);
 }
 
-async function xmppConnect(n: EjNode, user: string, resource: string) {
+/**
+ * An authenticated XMPP session; with `presence` (the pairs) it is also available. The idle
+ * connections send no presence: with 16 users, every presence would go to all of that user's
+ * other resources (O(n²) stanzas that only load the load generator), and an authenticated
+ * intertalk socket announces nothing either.
+ */
+async function xmppConnect(n: EjNode, user: string, resource: string, presence = true) {
   const c = xmppClient({ service: `xmpp://${n.ip}:${n.c2s}`, domain: n.domain, username: user, password: 'benchmark password', resource });
   c.on('error', () => undefined);
   // A failed connection attempt must not be retried behind our back.
   (c as unknown as { reconnect?: { stop(): void } }).reconnect?.stop();
   try {
     await c.start();
-    await c.send(xml('presence'));
+    if (presence) await c.send(xml('presence'));
   } catch (err) {
     await stopXmpp(c);
     throw err;
@@ -556,7 +562,7 @@ export async function ejabberd(base: string, federated: boolean): Promise<System
         while (next < count) {
           const i = next++;
           try {
-            clients.push(await xmppConnect(a, `idle${i % USERS}`, `idle${i}`));
+            clients.push(await xmppConnect(a, `idle${i % USERS}`, `idle${i}`, false));
             ok++;
           } catch {
             /* counted as not ok */

@@ -1,6 +1,8 @@
 // `node dist/bench/profile.js`: one provider (SQLite) under the local closed-loop load of
 // bench/run.ts, run with --cpu-prof; prints the functions with the most self time.
 // BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 32), BENCH_PROFILE_TOP (default 15).
+// BENCH_PROFILE_PATH=ws: the load of the side-by-side phase instead (bench/peer.ts): BENCH_PEER_PAIRS
+// (50) sender→receiver pairs, BENCH_PEER_INFLIGHT (20) `send` frames in flight each, closed loop.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,7 +45,66 @@ async function main() {
     const r = await fetch(url + '/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `grant_type=password&username=${u}&password=benchmark%20password` });
     return ((await r.json()) as { access_token: string }).access_token;
   };
-  const [ta, tb] = [await tok('alice'), await tok('bob')];
+  if (process.env.BENCH_PROFILE_PATH === 'ws') {
+    await wsLoad(port, tok);
+  } else {
+    await httpLoad(url, port, await tok('alice'), await tok('bob'));
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+  report(dir);
+}
+
+/** The side-by-side load: pairs of rich sockets, sends over the socket, closed loop end to end. */
+async function wsLoad(port: number, tok: (u: string) => Promise<string>) {
+  const PAIRS = Number(process.env.BENCH_PEER_PAIRS ?? 50);
+  const INFLIGHT = Number(process.env.BENCH_PEER_INFLIGHT ?? 20);
+  const open = async (token: string) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/messageStream`, { perMessageDeflate: false });
+    await new Promise((r) => ws.once('open', r));
+    const ready = new Promise<void>((r) => ws.on('message', (d) => String(d).includes('"ready"') && r()));
+    ws.send(JSON.stringify({ token }));
+    await ready;
+    return ws;
+  };
+  let received = 0;
+  let acked = 0;
+  let ref = 0;
+  const end = Date.now() + DURATION_MS;
+  const sockets: WebSocket[] = [];
+  const loops: Array<Promise<void>> = [];
+  for (let k = 0; k < PAIRS; k++) {
+    const s = await open(await tok(`s${k}`));
+    const r = await open(await tok(`r${k}`));
+    sockets.push(s, r);
+    const from = `s${k}@localhost`;
+    const to = [from, `r${k}@localhost`];
+    let inflight = 0;
+    let finish: () => void = () => undefined;
+    loops.push(new Promise<void>((res) => (finish = res)));
+    const pump = () => {
+      if (Date.now() >= end) return inflight === 0 && finish();
+      while (inflight < INFLIGHT) {
+        inflight++;
+        s.send(`{"type":"send","ref":"${++ref}","message":${JSON.stringify({ from, to, message: `profile ${ref} a line of ordinary chat text` })}}`);
+      }
+    };
+    s.on('message', (d) => String(d).startsWith('{"type":"ack"') && acked++);
+    r.on('message', (d) => {
+      if (!String(d).startsWith('{"type":"message"')) return;
+      received++;
+      inflight--;
+      pump();
+    });
+    pump();
+  }
+  await Promise.race([Promise.all(loops), sleep(DURATION_MS + 10_000)]);
+  console.log(`${Math.round((received * 1000) / DURATION_MS)} msgs/s delivered over the socket send path, ${acked} acked (profiled, so slower than npm run bench)`);
+  for (const s of sockets) s.close();
+}
+
+async function httpLoad(url: string, port: number, ta: string, tb: string) {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/messages`, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
   ws.send(tb);
@@ -67,9 +128,9 @@ async function main() {
   console.log(`${Math.round((ok * 1000) / DURATION_MS)} msgs/s accepted, ${received} delivered (profiled, so slower than npm run bench)`);
   ws.close();
   await pool.close();
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
+}
+
+function report(dir: string) {
   // One profile per thread (the SQLite checkpointer is a worker thread): the main thread's is the largest.
   const file = readdirSync(dir)
     .filter((f) => f.endsWith('.cpuprofile'))

@@ -383,7 +383,27 @@ export class Realtime {
       c.ws.close(CLOSE.tooSlow, 'client too slow');
       return;
     }
+    this.cork(c.ws);
     c.ws.send(frame);
+  }
+
+  // Frames for one socket produced in the same tick (a group commit resolves many sends at once:
+  // acks, the sender's echo, the recipients' frames) leave in one write instead of one syscall
+  // each. The socket is corked at its first frame and uncorked once the tick's microtasks have
+  // run (process.nextTick from inside them runs after they drain), so no frame waits for I/O.
+  private readonly corked = new Set<Duplex>();
+  private readonly uncorkAll = (): void => {
+    for (const s of this.corked) s.uncork();
+    this.corked.clear();
+  };
+
+  private cork(ws: WebSocket): void {
+    // ws keeps its socket in a private field; without it (never seen), frames go out one by one.
+    const socket = (ws as unknown as { _socket?: Duplex })._socket;
+    if (!socket || this.corked.has(socket)) return;
+    socket.cork();
+    if (this.corked.size === 0) process.nextTick(this.uncorkAll);
+    this.corked.add(socket);
   }
 
   private beat(): void {
