@@ -155,7 +155,14 @@ async function idleMemory(sys: System, n: number) {
 /** Runs the same measurements on both systems (one after the other, same process, same run). */
 export async function sideBySide(label: string, ours: () => Promise<System>, theirs: () => Promise<System>, durationMs: number, rates: number[], withIdle: boolean): Promise<SideRow[]> {
   const results: Record<'intertalk' | 'ejabberd', { rate: number; lat: Array<{ p50: number; p99: number; max: number; note: string }>; idle?: Awaited<ReturnType<typeof idleMemory>>; notes: string }> = {} as never;
+  // BENCH_PEER_SYSTEMS=intertalk measures only us (an A/B of our own change, without ejabberd's minutes).
+  const only = process.env.BENCH_PEER_SYSTEMS?.split(',').map((x) => x.trim());
+  const none = { rate: NaN, lat: rates.map(() => ({ p50: NaN, p99: NaN, max: NaN, note: 'not measured' })), notes: 'not measured' };
   for (const [key, make] of [['intertalk', ours], ['ejabberd', theirs]] as const) {
+    if (only && !only.includes(key)) {
+      results[key] = none;
+      continue;
+    }
     log(`${label}: ${key}`);
     const sys = await make();
     try {

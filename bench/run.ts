@@ -555,7 +555,9 @@ async function peerPhases(side: SideRow[], dir: string, fed: Federation): Promis
       const s = { url, wsUrl: `ws://127.0.0.1:${port}`, domain: 'localhost', pid: c.pid! };
       return ours(s, s, () => stopChild(c));
     };
-    side.push(...(await sideBySide('local', localOurs, () => ejabberd(join(ejDir, 'local'), false), DURATION_MS, RATES, true)));
+    // BENCH_PEER_PHASES=federated (or local) runs only that half.
+    const halves = process.env.BENCH_PEER_PHASES?.split(',').map((x) => x.trim()) ?? ['local', 'federated'];
+    if (halves.includes('local')) side.push(...(await sideBySide('local', localOurs, () => ejabberd(join(ejDir, 'local'), false), DURATION_MS, RATES, true)));
     const fedOurs = async () => {
       const [pa, pb] = [await freePort(), await freePort()];
       const tag = randomBytes(3).toString('hex');
@@ -572,7 +574,7 @@ async function peerPhases(side: SideRow[], dir: string, fed: Federation): Promis
         await stopChild(B);
       });
     };
-    side.push(...(await sideBySide('federated', fedOurs, () => ejabberd(join(ejDir, 'federated'), true), DURATION_MS, RATES, false)));
+    if (halves.includes('federated')) side.push(...(await sideBySide('federated', fedOurs, () => ejabberd(join(ejDir, 'federated'), true), DURATION_MS, RATES, false)));
   } finally {
     rmSync(ejDir, { recursive: true, force: true });
   }
