@@ -123,7 +123,6 @@ export class StreamOrder {
         resolve({ kind: 'out_of_order' });
         this.pokeAll(st);
       }, this.waitMs);
-      timer.unref?.();
       st.waiters.add(w);
     });
   }
