@@ -269,7 +269,7 @@ export class OutboxWorker {
       }
 
       // pipeline/1: the next batch goes out while earlier ones are still in flight.
-      const batch = sendable.length > 0 ? await this.pipelinedBatch(domain, sendable) : null;
+      const batch = sendable.length > 0 ? await this.pipelinedBatch(domain, sendable, pipe.inFlight.length) : null;
       if (batch) {
         await renew({ last_attempt_at: now });
         if (lost()) {
@@ -318,9 +318,12 @@ export class OutboxWorker {
   /**
    * The batch this round sends pipelined, or null when the round goes as without pipeline/1: the
    * peer does not advertise it (or refused a pipelined batch lately), a transport claims the
-   * destination, or the head message is too large for a batch.
+   * destination, or the head message is too large for a batch. A lone message with nothing in
+   * flight goes alone over POST /messages, as without pipeline/1; behind batches in flight it
+   * goes as a batch of one, to keep its place in the stream.
    */
-  private async pipelinedBatch(domain: string, rows: QueuedRow[]): Promise<{ peer: PeerTarget; wires: string[]; rows: QueuedRow[] } | null> {
+  private async pipelinedBatch(domain: string, rows: QueuedRow[], inFlight: number): Promise<{ peer: PeerTarget; wires: string[]; rows: QueuedRow[] } | null> {
+    if (inFlight === 0 && rows.length < 2) return null;
     if (this.depth < 2) return null;
     const off = this.noPipeline.get(domain);
     if (off !== undefined) {
@@ -342,7 +345,8 @@ export class OutboxWorker {
     }
     if (!peer.extensions.includes(BATCH_EXTENSION) || !peer.extensions.includes(PIPELINE_EXTENSION)) return null;
     const wires = this.cut(peer, rows);
-    return wires.length > 0 ? { peer, wires, rows: rows.slice(0, wires.length) } : null;
+    if (wires.length === 0 || (wires.length === 1 && inFlight === 0)) return null;
+    return { peer, wires, rows: rows.slice(0, wires.length) };
   }
 
   /** The wire bodies of the head rows that fit one batch (none when the first alone does not). */
