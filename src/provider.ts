@@ -73,6 +73,7 @@ export class Provider {
     /** Set when INTERTALK_REDIS is (several instances of one provider). */
     readonly cluster: Cluster | null = null,
     readonly push: Push | null = null,
+    private readonly shutdown: { closing: boolean } = { closing: false },
   ) {}
 
   static async create(config: Config, opts: ProviderOptions = {}): Promise<Provider> {
@@ -196,13 +197,21 @@ export class Provider {
     roomRoutes(app, ctx);
     // The browser client (web/, built into dist/web) at "/".
     webRoutes(app, logger);
+    // While we shut down, a response to a request that was already running closes its
+    // connection: otherwise a peer's kept-alive connection (pipelined batches in flight) would
+    // hold app.close() for the whole keep-alive timeout. New requests get Fastify's 503.
+    const shutdown = { closing: false };
+    app.addHook('onSend', (_req, reply, payload, done) => {
+      if (shutdown.closing) reply.header('connection', 'close');
+      done(null, payload);
+    });
 
     app.server.on('upgrade', (req, socket, head) => {
       const path = (req.url ?? '').split('?')[0];
       if (path === '/messages' || path === '/messageStream') realtime.handleUpgrade(req, socket, head);
       else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     });
-    return new Provider(ctx, app, realtime, federation, attachments, cluster, push);
+    return new Provider(ctx, app, realtime, federation, attachments, cluster, push, shutdown);
   }
 
   get config(): Config {
@@ -247,6 +256,7 @@ export class Provider {
     await this.ctx.rooms.stop();
     await this.federation?.stop();
     await this.realtime.close();
+    this.shutdown.closing = true;
     if (this.started) await this.app.close();
     else await this.app.close().catch(() => undefined);
     await this.ctx.bus.close();

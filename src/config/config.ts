@@ -117,6 +117,13 @@ export interface Config {
      * POST /messages and /messages/batch (a batch counts each message it carries).
      */
     inboundRatePerMinute: number;
+    /**
+     * INTERTALK_FEDERATION_PIPELINE: batch/1 requests in flight per destination that advertises
+     * pipeline/1 (1: one at a time, no pipelining).
+     */
+    pipelineDepth: number;
+    /** INTERTALK_FEDERATION_PIPELINE_WAIT: how long a peer's batch waits for its predecessors. */
+    pipelineWaitMs: number;
   };
 }
 
@@ -402,6 +409,8 @@ export function loadConfig(env: Env = process.env): Config {
       discoveryTtlMs: dur('INTERTALK_DISCOVERY_TTL', '1h'),
       peerConcurrency: parseInteger('INTERTALK_PEER_CONCURRENCY', get('INTERTALK_PEER_CONCURRENCY') ?? '4', 1, 256),
       inboundRatePerMinute: parseInteger('INTERTALK_FEDERATION_RATE', get('INTERTALK_FEDERATION_RATE') ?? '60000', 1, 100_000_000),
+      pipelineDepth: parseInteger('INTERTALK_FEDERATION_PIPELINE', get('INTERTALK_FEDERATION_PIPELINE') ?? '4', 1, 64),
+      pipelineWaitMs: within('INTERTALK_FEDERATION_PIPELINE_WAIT', dur('INTERTALK_FEDERATION_PIPELINE_WAIT', '5s'), 10, 60_000),
     },
   };
 }

@@ -5,14 +5,17 @@
 import { createHash } from 'node:crypto';
 
 export const BATCH_EXTENSION = 'batch/1';
+/** Batches may carry `stream` and `seq`; the receiver applies one stream's batches in seq order. */
+export const PIPELINE_EXTENSION = 'pipeline/1';
 /** Most messages in one batch. */
 export const MAX_BATCH_MESSAGES = 100;
 /** Largest batch body accepted; a larger message travels alone over POST /messages. */
 export const MAX_BATCH_BYTES = 1024 * 1024;
 
 /** The request body of a batch, from message bodies that already are JSON text. */
-export function batchBody(messages: readonly string[]): string {
-  return `{"messages":[${messages.join(',')}]}`;
+export function batchBody(messages: readonly string[], pipe?: { stream: string; seq: number }): string {
+  const head = pipe ? `"stream":${JSON.stringify(pipe.stream)},"seq":${pipe.seq},` : '';
+  return `{${head}"messages":[${messages.join(',')}]}`;
 }
 
 /** The `body_sha256` claim for a body: base64url(SHA-256(bytes)). */

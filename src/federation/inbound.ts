@@ -12,8 +12,10 @@ import { domainOf } from '../protocol/address.js';
 import { claimedIssuer, extractToken, overLimit, peerLimit, type Failure, type FederationVerifier, type IssuerGate } from './verify.js';
 import type { Blocklist } from './blocklist.js';
 import { MAX_BATCH_MESSAGES } from './batch.js';
+import { parsePipelineFields, type StreamOrder } from './stream-order.js';
 import { checkInlineBinary, inlineLength } from '../attachments/inline.js';
 import { HttpError } from '../http/errors.js';
+import { classifyStatus } from './backoff.js';
 
 export interface InboundResult {
   status: number;
@@ -50,6 +52,11 @@ export class Inbound {
       onAccepted: () => void;
       /** An unexpected error storing one message of a batch (logged; that message gets a 500). */
       onError?: (err: unknown) => void;
+      /**
+       * pipeline/1: the ordering gate of the batches that carry `stream` and `seq`. Null when we
+       * do not advertise pipeline/1 (several instances): such batches are refused (400).
+       */
+      streamOrder?: StreamOrder | null;
     },
   ) {}
 
@@ -147,6 +154,10 @@ export class Inbound {
     if (items.length === 0 || items.length > MAX_BATCH_MESSAGES) {
       return err(400, 'invalid_batch', `a batch holds 1 to ${MAX_BATCH_MESSAGES} messages (got ${items.length})`);
     }
+    // pipeline/1: a batch of a sender's stream, applied in seq order (stream-order.ts).
+    const pipe = parsePipelineFields(b as Record<string, unknown>);
+    if (pipe && 'error' in pipe) return err(400, 'invalid_batch', pipe.error);
+    if (pipe && !this.o.streamOrder) return err(400, 'pipeline_unsupported', 'this provider does not advertise pipeline/1: send batches without "stream" and "seq"');
     // Rate limits count messages. A batch only partly within them is taken in part: the first
     // messages that fit are judged, the rest answered 429 each (they wait at the sender, in
     // order). Refusing it whole would leave a batch larger than the limit refused forever.
@@ -165,16 +176,51 @@ export class Inbound {
       return refusal(auth);
     }
     const taken = Math.min(byAddress, byPeer);
+    // Checked before its turn, so that the checks of pipelined batches overlap.
+    const admitted = await this.checkBatch(items, input.rawBody, auth.iss, taken);
+    if (!pipe) return this.storeBatch(items, admitted, auth);
 
+    // Verified and checked: now wait for this batch's turn in its stream.
+    const turn = await this.o.streamOrder!.enter(auth.iss, pipe.stream, pipe.seq);
+    switch (turn.kind) {
+      case 'run':
+        break;
+      case 'too_far':
+        return err(400, 'invalid_batch', `"seq" ${pipe.seq} is too far ahead of this stream (next: ${turn.next}, at most ${this.o.streamOrder!.maxAhead} ahead)`);
+      case 'out_of_order':
+        return err(503, 'out_of_order', `the batches before seq ${pipe.seq} of this stream did not arrive within ${this.o.streamOrder!.waitMs} ms; retry on a new stream`);
+      case 'broken':
+        return err(503, 'out_of_order', 'an earlier batch of this stream was not applied whole; retry on a new stream');
+      case 'busy':
+        return err(503, 'out_of_order', 'too many streams in use; retry later on a new stream');
+    }
+    let retryClass = true;
+    try {
+      const res = await this.storeBatch(items, admitted, auth);
+      const results = (res.body as { results?: Array<{ status: number }> }).results ?? [];
+      retryClass = res.status !== 200 || results.some((r) => classifyStatus(r.status) === 'retry');
+      return res;
+    } finally {
+      // The turn passes on only when every message of this batch has its result.
+      turn.done(retryClass);
+    }
+  }
+
+  /** Each message of an authenticated batch: the message to store, or its refusal. */
+  private async checkBatch(items: unknown[], rawBody: Buffer | string, iss: string, taken: number): Promise<Array<InboundResult | IntertalkMessage>> {
     const now = this.o.clock.now();
-    const batchFits = input.rawBody.length <= this.o.maxBody; // then so does each message
+    const batchFits = rawBody.length <= this.o.maxBody; // then so does each message
     const checked: Array<InboundResult | ValidMessage> = [];
-    for (const item of items) checked.push(await this.checkBatchItem(item, batchFits, auth.iss, now));
+    for (const item of items) checked.push(await this.checkBatchItem(item, batchFits, iss, now));
     const wanted = checked.flatMap((c) => ('status' in c ? [] : this.localRecipients(c)));
     const known = wanted.length ? await this.knownLocal([...new Set(wanted)]) : new Set<string>();
-    const admitted = checked.map((c, i) =>
-      i >= taken ? err(429, 'rate_limited', `over the rate limit for ${auth.iss}; retry later`) : 'status' in c ? c : this.admit(c, known, now),
+    return checked.map((c, i) =>
+      i >= taken ? err(429, 'rate_limited', `over the rate limit for ${iss}; retry later`) : 'status' in c ? c : this.admit(c, known, now),
     );
+  }
+
+  /** The admitted messages of a batch stored in order; one result each. */
+  private async storeBatch(items: unknown[], admitted: Array<InboundResult | IntertalkMessage>, auth: { iss: string; insecureKeys: boolean }): Promise<InboundResult> {
 
     // Stored in the order given. Messaging.accept queues its write before its first await,
     // except when it first looks up a quoted message; such a message waits for the ones before

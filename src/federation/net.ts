@@ -256,9 +256,18 @@ export class PeerHttp {
     this.connector = buildConnector({
       rejectUnauthorized: true,
       timeout: opts.timeoutMs,
+      // undici turns Nagle off (TCP_NODELAY) on every socket it connects; keep-alive probes
+      // notice a peer that vanished while a connection idles in the pool.
+      keepAlive: true,
+      keepAliveInitialDelay: 60_000,
       // An explicit CA list replaces Node's default store, so the bundled roots are added back.
       ...(opts.ca !== undefined ? { ca: [...rootCertificates, opts.ca.toString()] } : {}),
     });
+    // Connections are kept alive and reused: at most `concurrency` per origin, one request at a
+    // time on each (no HTTP/1.1 pipelining: a POST must not be sent twice on a dropped
+    // connection). Several batches in flight to a peer (pipeline/1) therefore share a small set
+    // of warm connections. Idle ones are kept as long as the peer's Keep-Alive hint says
+    // (4 s without one).
     this.agent = new Agent({
       connections: concurrency,
       pipelining: 1,

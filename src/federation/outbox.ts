@@ -15,7 +15,7 @@ import type { Discovery } from './discovery.js';
 import { PeerNetworkError, type PeerHttp } from './net.js';
 import { backoffDelay, classifyStatus, parseRetryAfter } from './backoff.js';
 import { RICH_EXTENSION } from '../protocol/rich.js';
-import { BATCH_EXTENSION, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, batchBody, bodySha256, parseBatchResults } from './batch.js';
+import { BATCH_EXTENSION, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, PIPELINE_EXTENSION, batchBody, bodySha256, parseBatchResults } from './batch.js';
 import { BODY_HASH_CLAIM } from './claims.js';
 import { Transports, type DeliveryOutcome, type OutboundRow } from './transports.js';
 
@@ -24,6 +24,8 @@ import { Transports, type DeliveryOutcome, type OutboundRow } from './transports
 // restarted process, or another instance, resumes the destination within LEASE_MS.
 const LEASE_MS = 10_000;
 const LEASE_RENEW_MS = 3_000;
+/** After a peer refused a pipelined batch as such: one batch at a time to it for this long. */
+const NO_PIPELINE_MS = 10 * 60_000;
 
 export interface OutboxOptions {
   db: Db;
@@ -38,6 +40,13 @@ export interface OutboxOptions {
   maxAgeMs: number;
   sweepIntervalMs: number;
   timeoutMs: number;
+  /**
+   * INTERTALK_FEDERATION_PIPELINE: batch/1 requests in flight per destination that advertises
+   * pipeline/1 (default 1: one at a time).
+   */
+  pipelineDepth?: number;
+  /** Batch requests in flight to all destinations, whenever it changes (a gauge). */
+  onBatchesInFlight?: (n: number) => void;
   onAttempt?: (outcome: 'delivered' | 'retry' | 'fail') => void;
   /** INTERTALK_INSECURE_PEERS: domains reached over plain http. */
   insecurePeers?: Set<string>;
@@ -57,6 +66,12 @@ export class OutboxWorker {
   );
   private readonly sweeper: Periodic;
   private stopped = true;
+  /** Destinations that refused a pipelined batch: until when they get one batch at a time. */
+  private readonly noPipeline = new Map<string, number>();
+  private readonly inFlightTo = new Map<string, number>();
+  private batchesInFlight = 0;
+  /** The most batch requests seen in flight at once, per destination (for tests and operators). */
+  readonly maxInFlight = new Map<string, number>();
 
   constructor(private readonly o: OutboxOptions) {
     this.sweeper = new Periodic(o.sweepIntervalMs, () => this.sweep());
@@ -176,80 +191,241 @@ export class OutboxWorker {
     };
     const heartbeat = setInterval(() => void renew().catch((err) => this.o.logger.warn({ err, destination: domain }, 'could not renew the delivery lease')), LEASE_RENEW_MS);
     heartbeat.unref();
+    // pipeline/1: this session's stream (a fresh one per lease claimed), and its batches in
+    // flight, oldest first. Recorded strictly in the order they were sent.
+    const pipe: Pipeline = { stream: randomId(), seq: 0, cursor: 0, inFlight: [] };
     try {
-      while (!this.stopped) {
-        const now = this.o.clock.now();
-        // The head of the queue, up to one batch. Rows queued later by the same instance have
-        // larger ids, so id order is the order the messages were accepted in.
-        // Bodies of ordinary size come with the rows; a larger one (an inline file: up to
-        // ~13 MB) only if the round will send it (loadBodies), so a queue of big messages costs
-        // one body per round, not a hundred.
-        const head = await this.o.db
-          .selectFrom('outbox')
-          .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
-          .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
-          .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'message_state.deleted_at'])
-          // octet_length: PostgreSQL answers it from the stored value's header, without reading
-          // (or decompressing) the value; length() would read every body to count characters.
-          .select([sql<string | null>`case when octet_length(messages.body) <= ${BODY_WITH_ROW_BYTES} then messages.body end`.as('body'), sql<number>`octet_length(messages.body)`.as('size')])
-          .where('outbox.destination', '=', domain)
-          .where('outbox.state', '=', 'queued')
-          .orderBy('outbox.id', 'asc')
-          .limit(MAX_BATCH_MESSAGES)
-          .execute();
-        if (head.length === 0) return;
-        const rows = await this.loadBodies(roundRows(head));
-        if (Number(rows[0]!.next_attempt_at) > now) return; // the head of the queue waits: order is kept
-
-        // Rows that will not be sent are settled first; the rest keep their order.
-        const blocked = (await this.o.isBlocked?.(domain)) ?? false;
-        const sendable: QueuedRow[] = [];
-        const settled: Settled[] = [];
-        for (const r of rows) {
-          if (Number(r.next_attempt_at) > now) break;
-          const row: QueuedRow = { id: r.id, body: r.body, ev: { sender: r.sender, messageId: r.messageId, seq: Number(r.seq), conversationId: r.conversation_id, destination: domain } };
-          if (now - Number(r.created_at) > this.o.maxAgeMs) {
-            settled.push({ row, state: 'failed', error: `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}` });
-          } else if (r.deleted_at) {
-            // Deleted before it left: its content is gone; the delete that follows is enough.
-            settled.push({ row, state: 'cancelled', error: 'deleted by the sender before delivery' });
-          } else if (blocked) {
-            settled.push({ row, state: 'failed', error: `${domain} is blocked by this provider` });
-          } else {
-            sendable.push(row);
-          }
-        }
-        if (sendable.length === 0) {
-          await this.record(domain, [], settled, false);
-          continue;
-        }
-        // Renew the lease before each attempt. If it expired and another instance took it over
-        // (we were stalled for LEASE_MS), stop: that instance now delivers this queue, in order.
-        await renew({ last_attempt_at: now });
-        if (lost) {
-          this.o.logger.warn({ destination: domain }, 'delivery lease lost to another instance; stopping this drain');
-          return;
-        }
-        const result = await this.attempt(domain, sendable);
-        for (const o of result.outcomes) this.o.onAttempt?.(o.kind);
-        const attempted = result.outcomes.map((_, i) => sendable[i]!);
-        for (let i = 0; i < result.outcomes.length; i++) {
-          const o = result.outcomes[i]!;
-          if (o.kind === 'delivered') settled.push({ row: sendable[i]!, state: 'delivered', error: null, insecure: o.insecure });
-          else if (o.kind === 'fail') settled.push({ row: sendable[i]!, state: 'failed', error: o.reason });
-        }
-        const failures = result.outcomes.filter((o): o is Extract<Outcome, { kind: 'fail' }> => o.kind === 'fail');
-        await this.record(domain, attempted, settled, result.outcomes.some((o) => o.kind === 'delivered'), failures.at(-1)?.reason);
-        const retry = result.outcomes.find((o): o is Extract<Outcome, { kind: 'retry' }> => o.kind === 'retry');
-        if (retry) {
-          await this.backOff(domain, retry.reason, retry.retryAfterMs, retry.maxDelayMs);
-          return;
+      const retry = await this.rounds(domain, pipe, renew, () => lost);
+      if (retry) await this.backOff(domain, retry.reason, retry.retryAfterMs, retry.maxDelayMs);
+    } finally {
+      // After an error above: what is still in flight is recorded before the lease goes.
+      if (pipe.inFlight.length > 0) {
+        try {
+          const retry = await this.flush(domain, pipe);
+          if (retry) await this.backOff(domain, retry.reason, retry.retryAfterMs, retry.maxDelayMs);
+        } catch (err) {
+          this.o.logger.error({ err, destination: domain }, 'could not record the batches in flight');
         }
       }
-    } finally {
       clearInterval(heartbeat);
       await this.release(domain);
     }
+  }
+
+  /**
+   * The rounds of one drain session. Returns the retry that ends it (the caller backs off), or
+   * null when the queue is done (or waits). Nothing is left in flight when it returns normally.
+   */
+  private async rounds(domain: string, pipe: Pipeline, renew: (extra?: { last_attempt_at?: number }) => Promise<void>, lost: () => boolean): Promise<RetryOutcome | null> {
+    while (!this.stopped) {
+      const now = this.o.clock.now();
+      // The head of the queue, up to one batch. Rows queued later by the same instance have
+      // larger ids, so id order is the order the messages were accepted in. Rows already in a
+      // batch in flight (id ≤ cursor) are skipped.
+      // Bodies of ordinary size come with the rows; a larger one (an inline file: up to
+      // ~13 MB) only if the round will send it (loadBodies), so a queue of big messages costs
+      // one body per round, not a hundred.
+      const head = await this.o.db
+        .selectFrom('outbox')
+        .innerJoin('messages', 'messages.seq', 'outbox.message_seq')
+        .leftJoin('message_state', 'message_state.seq', 'outbox.message_seq')
+        .select(['outbox.id', 'outbox.created_at', 'outbox.next_attempt_at', 'messages.seq', 'messages.id as messageId', 'messages.sender', 'messages.conversation_id', 'message_state.deleted_at'])
+        // octet_length: PostgreSQL answers it from the stored value's header, without reading
+        // (or decompressing) the value; length() would read every body to count characters.
+        .select([sql<string | null>`case when octet_length(messages.body) <= ${BODY_WITH_ROW_BYTES} then messages.body end`.as('body'), sql<number>`octet_length(messages.body)`.as('size')])
+        .where('outbox.destination', '=', domain)
+        .where('outbox.state', '=', 'queued')
+        .$if(pipe.cursor > 0, (qb) => qb.where('outbox.id', '>', pipe.cursor))
+        .orderBy('outbox.id', 'asc')
+        .limit(MAX_BATCH_MESSAGES)
+        .execute();
+      if (head.length === 0) {
+        if (pipe.inFlight.length === 0) return null;
+        // Nothing more to send now: wait for the oldest batch in flight, then look again.
+        const retry = await this.recordOldest(domain, pipe);
+        if (retry) return this.stopWith(domain, pipe, retry);
+        continue;
+      }
+      const rows = await this.loadBodies(roundRows(head));
+      if (Number(rows[0]!.next_attempt_at) > now) return this.flush(domain, pipe); // the head of the queue waits: order is kept
+
+      // Rows that will not be sent are settled first; the rest keep their order.
+      const blocked = (await this.o.isBlocked?.(domain)) ?? false;
+      const sendable: QueuedRow[] = [];
+      const settled: Settled[] = [];
+      for (const r of rows) {
+        if (Number(r.next_attempt_at) > now) break;
+        const row: QueuedRow = { id: Number(r.id), body: r.body, ev: { sender: r.sender, messageId: r.messageId, seq: Number(r.seq), conversationId: r.conversation_id, destination: domain } };
+        if (now - Number(r.created_at) > this.o.maxAgeMs) {
+          settled.push({ row, state: 'failed', error: `not delivered within ${formatAge(this.o.maxAgeMs)}; last error: ${(await this.peerError(domain)) ?? 'none'}` });
+        } else if (r.deleted_at) {
+          // Deleted before it left: its content is gone; the delete that follows is enough.
+          settled.push({ row, state: 'cancelled', error: 'deleted by the sender before delivery' });
+        } else if (blocked) {
+          settled.push({ row, state: 'failed', error: `${domain} is blocked by this provider` });
+        } else {
+          sendable.push(row);
+        }
+      }
+
+      // pipeline/1: the next batch goes out while earlier ones are still in flight.
+      const batch = sendable.length > 0 ? await this.pipelinedBatch(domain, sendable, pipe.inFlight.length) : null;
+      if (batch) {
+        await renew({ last_attempt_at: now });
+        if (lost()) {
+          this.o.logger.warn({ destination: domain }, 'delivery lease lost to another instance; stopping this drain');
+          return this.flush(domain, pipe);
+        }
+        const last = batch.rows.at(-1)!.id;
+        pipe.cursor = last;
+        // Rows settled after the batch's last row come back with the next round's head.
+        const unit: Unit = { rows: batch.rows, settled: settled.filter((s) => s.row.id < last), result: this.sendTracked(domain, () => this.sendBatch(domain, batch.peer, batch.wires, { stream: pipe.stream, seq: pipe.seq })) };
+        pipe.seq++;
+        pipe.inFlight.push(unit);
+        while (pipe.inFlight.length >= this.depth) {
+          const retry = await this.recordOldest(domain, pipe);
+          if (retry) return this.stopWith(domain, pipe, retry);
+        }
+        continue;
+      }
+
+      // One round at a time, as without pipeline/1: what is in flight is recorded first.
+      const earlier = await this.flush(domain, pipe);
+      if (earlier) return earlier;
+      if (sendable.length === 0) {
+        await this.record(domain, [], settled, false);
+        continue;
+      }
+      // Renew the lease before each attempt. If it expired and another instance took it over
+      // (we were stalled for LEASE_MS), stop: that instance now delivers this queue, in order.
+      await renew({ last_attempt_at: now });
+      if (lost()) {
+        this.o.logger.warn({ destination: domain }, 'delivery lease lost to another instance; stopping this drain');
+        return null;
+      }
+      const result = await this.attempt(domain, sendable);
+      const retry = await this.recordRound(domain, result.outcomes.map((_, i) => sendable[i]!), settled, result.outcomes);
+      if (retry) return retry;
+    }
+    return this.flush(domain, pipe);
+  }
+
+  /** Batches in flight to one destination at most: INTERTALK_FEDERATION_PIPELINE. */
+  private get depth(): number {
+    return Math.max(1, this.o.pipelineDepth ?? 1);
+  }
+
+  /**
+   * The batch this round sends pipelined, or null when the round goes as without pipeline/1: the
+   * peer does not advertise it (or refused a pipelined batch lately), a transport claims the
+   * destination, or the head message is too large for a batch. A lone message with nothing in
+   * flight goes alone over POST /messages, as without pipeline/1; behind batches in flight it
+   * goes as a batch of one, to keep its place in the stream.
+   */
+  private async pipelinedBatch(domain: string, rows: QueuedRow[], inFlight: number): Promise<{ peer: PeerTarget; wires: string[]; rows: QueuedRow[] } | null> {
+    if (inFlight === 0 && rows.length < 2) return null;
+    if (this.depth < 2) return null;
+    const off = this.noPipeline.get(domain);
+    if (off !== undefined) {
+      if (off > this.o.clock.now()) return null;
+      this.noPipeline.delete(domain);
+    }
+    if (this.o.transports && this.o.transports.size > 0) {
+      try {
+        if (await this.o.transports.pick(domain)) return null;
+      } catch {
+        return null; // attempt() says why
+      }
+    }
+    let peer: PeerTarget;
+    try {
+      peer = await this.o.discovery.resolve(domain);
+    } catch {
+      return null; // attempt() retries with the reason
+    }
+    if (!peer.extensions.includes(BATCH_EXTENSION) || !peer.extensions.includes(PIPELINE_EXTENSION)) return null;
+    const wires = this.cut(peer, rows);
+    if (wires.length === 0 || (wires.length === 1 && inFlight === 0)) return null;
+    return { peer, wires, rows: rows.slice(0, wires.length) };
+  }
+
+  /** The wire bodies of the head rows that fit one batch (none when the first alone does not). */
+  private cut(peer: PeerTarget, rows: QueuedRow[]): string[] {
+    const batch: string[] = [];
+    let bytes = 20 + 100; // {"messages":[]} and the pipeline/1 fields
+    for (const r of rows) {
+      const w = wireFor(peer, r);
+      const size = Buffer.byteLength(w) + 1;
+      if (bytes + size > MAX_BATCH_BYTES) break;
+      batch.push(w);
+      bytes += size;
+    }
+    return batch;
+  }
+
+  /** Counts a batch request while it is in flight (intertalk_federation_batches_in_flight). */
+  private sendTracked<T>(domain: string, send: () => Promise<T>): Promise<T> {
+    const n = (this.inFlightTo.get(domain) ?? 0) + 1;
+    this.inFlightTo.set(domain, n);
+    if (n > (this.maxInFlight.get(domain) ?? 0)) {
+      if (this.maxInFlight.size >= 10_000) this.maxInFlight.clear();
+      this.maxInFlight.set(domain, n);
+    }
+    this.batchesInFlight++;
+    this.o.onBatchesInFlight?.(this.batchesInFlight);
+    return send().finally(() => {
+      const left = (this.inFlightTo.get(domain) ?? 1) - 1;
+      if (left > 0) this.inFlightTo.set(domain, left);
+      else this.inFlightTo.delete(domain);
+      this.batchesInFlight--;
+      this.o.onBatchesInFlight?.(this.batchesInFlight);
+    });
+  }
+
+  /** Awaits the oldest batch in flight and records it; its retry, if it has one. */
+  private async recordOldest(domain: string, pipe: Pipeline): Promise<RetryOutcome | null> {
+    const unit = pipe.inFlight.shift()!;
+    let outcomes = await unit.result;
+    if ('refused' in outcomes) {
+      // The peer refused a pipelined batch as such (not its messages): none after it were
+      // applied either (its turn never came). The same rows go again after a short back-off,
+      // one round at a time for a while; that path falls back to single messages if need be.
+      this.noPipeline.set(domain, this.o.clock.now() + NO_PIPELINE_MS);
+      this.o.discovery.invalidate(domain);
+      outcomes = [{ kind: 'retry', reason: `${domain} refused a pipelined batch${outcomes.refused}`, retryAfterMs: null }];
+    }
+    return this.recordRound(domain, outcomes.map((_, i) => unit.rows[i]!), unit.settled, outcomes);
+  }
+
+  /** Records every batch still in flight, in order; the first retry among them. */
+  private async flush(domain: string, pipe: Pipeline): Promise<RetryOutcome | null> {
+    let first: RetryOutcome | null = null;
+    while (pipe.inFlight.length > 0) first ??= await this.recordOldest(domain, pipe);
+    return first;
+  }
+
+  /**
+   * A batch needs a retry: nothing more is sent this session. The later batches in flight are
+   * recorded as they were answered (one of them may have been delivered: the peer applies a
+   * stream's batches in order, so only after the earlier ones); the caller backs off.
+   */
+  private async stopWith(domain: string, pipe: Pipeline, retry: RetryOutcome): Promise<RetryOutcome> {
+    await this.flush(domain, pipe);
+    return retry;
+  }
+
+  /** The bookkeeping of one round from its outcomes; its retry, if it has one. */
+  private async recordRound(domain: string, attempted: QueuedRow[], settledBefore: Settled[], outcomes: Outcome[]): Promise<RetryOutcome | null> {
+    const settled = [...settledBefore];
+    for (const o of outcomes) this.o.onAttempt?.(o.kind);
+    for (let i = 0; i < outcomes.length; i++) {
+      const o = outcomes[i]!;
+      if (o.kind === 'delivered') settled.push({ row: attempted[i]!, state: 'delivered', error: null, insecure: o.insecure });
+      else if (o.kind === 'fail') settled.push({ row: attempted[i]!, state: 'failed', error: o.reason });
+    }
+    const failures = outcomes.filter((o): o is Extract<Outcome, { kind: 'fail' }> => o.kind === 'fail');
+    await this.record(domain, attempted, settled, outcomes.some((o) => o.kind === 'delivered'), failures.at(-1)?.reason);
+    return outcomes.find((o): o is RetryOutcome => o.kind === 'retry') ?? null;
   }
 
   /** The rows with every body filled in: those left out by the head query, fetched now. */
@@ -335,7 +511,7 @@ export class OutboxWorker {
     }
     // rich/1 peers get the stored body; any other peer gets the seed-000 message with the
     // readable fallback only (no `rich`, no other extension fields).
-    const wire = (r: QueuedRow) => (peer.extensions.includes(RICH_EXTENSION) ? r.body : plainWireBody(r.body));
+    const wire = (r: QueuedRow) => wireFor(peer, r);
     if (peer.extensions.includes(BATCH_EXTENSION) && rows.length > 1) {
       const batch: string[] = [];
       let bytes = 20;
@@ -347,8 +523,8 @@ export class OutboxWorker {
         bytes += size;
       }
       if (batch.length > 1) {
-        const outcomes = await this.sendBatch(domain, peer, batch);
-        if (outcomes) return { outcomes };
+        const outcomes = await this.sendTracked(domain, () => this.sendBatch(domain, peer, batch));
+        if (!('refused' in outcomes)) return { outcomes };
         // The peer refused the batch as such: send the head alone, the way every peer takes it.
       }
     }
@@ -371,9 +547,12 @@ export class OutboxWorker {
     }
   }
 
-  /** One batch/1 request. Null when the peer refused the batch itself (not its messages). */
-  private async sendBatch(domain: string, peer: { baseUrl: string; insecure: boolean }, wires: string[]): Promise<Outcome[] | null> {
-    const body = batchBody(wires);
+  /**
+   * One batch/1 request (with pipeline/1's stream and seq when given). `refused` (the reason)
+   * when the peer refused the batch itself, not its messages.
+   */
+  private async sendBatch(domain: string, peer: { baseUrl: string; insecure: boolean }, wires: string[], pipe?: { stream: string; seq: number }): Promise<Outcome[] | { refused: string }> {
+    const body = batchBody(wires, pipe);
     try {
       const token = await this.o.keys.sign({ aud: domain, sub: this.o.domain }, { [BODY_HASH_CLAIM]: bodySha256(body) });
       const res = await this.o.http.request(`${peer.baseUrl}/messages/batch`, {
@@ -389,7 +568,7 @@ export class OutboxWorker {
         const whole = this.statusOutcome(domain, res.status, peerReason(res.body), res.headers['retry-after'], insecure);
         // Busy or down: the whole batch waits. Any other refusal (an older peer without the
         // route, a smaller size limit…): fall back to single messages, which say what is wrong.
-        return whole.kind === 'retry' ? [whole] : null;
+        return whole.kind === 'retry' ? [whole] : { refused: ` (${res.status}${peerReason(res.body)})` };
       }
       let json: unknown;
       try {
@@ -398,7 +577,7 @@ export class OutboxWorker {
         json = null;
       }
       const results = parseBatchResults(json, wires.length);
-      if (!results) return null;
+      if (!results) return { refused: ': not a batch/1 answer' };
       const outcomes: Outcome[] = [];
       for (const r of results) {
         const reason = r.error || r.message ? `: ${[r.error, r.message].filter(Boolean).join(' — ')}` : '';
@@ -450,7 +629,32 @@ export function roundRows<R extends { size: number | string }>(head: R[]): R[] {
 }
 
 type Outcome = DeliveryOutcome;
+type RetryOutcome = Extract<Outcome, { kind: 'retry' }>;
 type QueuedRow = OutboundRow;
+type PeerTarget = Awaited<ReturnType<Discovery['resolve']>>;
+
+/** pipeline/1: one drain session's stream and its batches in flight. */
+interface Pipeline {
+  stream: string;
+  /** The seq of the next batch sent. */
+  seq: number;
+  /** The id of the last row in a batch sent this session (0: none yet): the head starts after it. */
+  cursor: number;
+  /** Sent, not yet recorded; oldest first. */
+  inFlight: Unit[];
+}
+
+/** One round in flight: the rows of its batch, the rows it settles without sending, the answer. */
+interface Unit {
+  rows: QueuedRow[];
+  settled: Settled[];
+  result: Promise<Outcome[] | { refused: string }>;
+}
+
+/** rich/1 peers get the stored body; any other peer the seed-000 form (plainWireBody). */
+function wireFor(peer: { extensions: string[] }, r: QueuedRow): string {
+  return peer.extensions.includes(RICH_EXTENSION) ? r.body : plainWireBody(r.body);
+}
 
 interface Settled {
   row: QueuedRow;

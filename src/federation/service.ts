@@ -11,7 +11,8 @@ import { PeerKeyCache, PeerUnavailableError, type FetchJson } from './peer-keys.
 import { FederationVerifier } from './verify.js';
 import { OutboxWorker } from './outbox.js';
 import { Inbound } from './inbound.js';
-import { BATCH_EXTENSION, MAX_BATCH_BYTES } from './batch.js';
+import { BATCH_EXTENSION, MAX_BATCH_BYTES, PIPELINE_EXTENSION } from './batch.js';
+import { StreamOrder } from './stream-order.js';
 import { Blocklist } from './blocklist.js';
 import { RICH_EXTENSION, SIGNALS_EXTENSION } from '../protocol/rich.js';
 import { SignalsFederation } from '../signals/federation.js';
@@ -24,6 +25,15 @@ import { autocryptCrypto } from '../bridges/email/crypto.js';
 
 export const PROTOCOL_VERSIONS = ['intertalk-2016', 'intertalk-2017'];
 export const EXTENSIONS = ['message-id', 'delivery-ping', RICH_EXTENSION, SIGNALS_EXTENSION, BATCH_EXTENSION];
+
+/**
+ * What our well-known advertises. pipeline/1 only when we run as one instance: its ordering state
+ * (stream-order.ts) is in this process's memory, and the batches of one stream may reach
+ * different instances behind a load balancer (INTERTALK_REDIS: several instances).
+ */
+export function advertisedExtensions(config: { redis: string | null }): string[] {
+  return config.redis === null ? [...EXTENSIONS, PIPELINE_EXTENSION] : [...EXTENSIONS];
+}
 
 export interface FederationOptions {
   /** Extra trusted CA (PEM) for outbound TLS; for test networks started in one process. */
@@ -45,6 +55,8 @@ export class Federation implements FederationPort {
   /** Other ways to reach a destination than intertalk (src/federation/transports.ts). */
   readonly transports = new Transports();
   readonly inbound: Inbound;
+  /** pipeline/1: the order of peers' pipelined batches; null when we run as several instances. */
+  readonly streamOrder: StreamOrder | null;
   /** Personal domains (src/indieweb/): set by the factory below. */
   indieweb: Indieweb | null = null;
   /** The e-mail bridge (src/bridges/email/), when INTERTALK_EMAIL is on. */
@@ -90,6 +102,7 @@ export class Federation implements FederationPort {
     this.peerKeys = new PeerKeyCache({ fetchJson, clock });
     this.verifier = new FederationVerifier({ db: storage.db, keys: this.peerKeys, domain: config.domain, clock, skewMs: config.clockSkewMs });
     this.blocklist = new Blocklist(storage.db, f.blockedDomains, clock);
+    this.streamOrder = advertisedExtensions(config).includes(PIPELINE_EXTENSION) ? new StreamOrder({ waitMs: f.pipelineWaitMs, now: () => clock.now() }) : null;
     this.outbox = new OutboxWorker({
       db: storage.db,
       domain: config.domain,
@@ -102,7 +115,9 @@ export class Federation implements FederationPort {
       maxAgeMs: f.maxAgeMs,
       sweepIntervalMs: f.sweepIntervalMs,
       timeoutMs: f.requestTimeoutMs,
+      pipelineDepth: f.pipelineDepth,
       onAttempt: (outcome) => ctx.metrics.federationOutbound.inc({ outcome }),
+      onBatchesInFlight: (n) => ctx.metrics.federationBatchesInFlight.set(n),
       isBlocked: (domain) => this.blocklist.isBlocked(domain),
       insecurePeers: f.insecurePeers,
       transports: this.transports,
@@ -124,6 +139,7 @@ export class Federation implements FederationPort {
       onAccepted: () => ctx.metrics.messagesAccepted.inc({ origin: 'federation' }),
       onError: (err) => logger.error({ err }, 'storing a message of a batch failed'),
       onPeerSeen: (domain) => void this.outbox.peerIsUp(domain).catch((err) => logger.warn({ err, domain }, 'could not reset back-off')),
+      streamOrder: this.streamOrder,
     });
     this.signals = new SignalsFederation({
       domain: config.domain,
@@ -197,7 +213,7 @@ export class Federation implements FederationPort {
     });
     app.get('/.well-known/intertalk', async (_req, reply) => {
       reply.header('cache-control', 'public, max-age=3600');
-      return ourWellKnown({ publicUrl: config.publicUrl, versions: PROTOCOL_VERSIONS, extensions: EXTENSIONS });
+      return ourWellKnown({ publicUrl: config.publicUrl, versions: PROTOCOL_VERSIONS, extensions: advertisedExtensions(config) });
     });
   }
 

@@ -24,6 +24,9 @@ export function routesOf(app: FastifyInstance): ReadonlyArray<{ method: string; 
   return registered.get(app) ?? [];
 }
 
+/** Options of Node's http(s) server: header size, TCP_NODELAY, TCP keep-alive probes. */
+const SERVER_SOCKET_OPTIONS = { maxHeaderSize: 16 * 1024, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 };
+
 export function buildApp(config: Config, logger: Logger): FastifyInstance {
   const https = config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null;
   const app = Fastify({
@@ -36,8 +39,12 @@ export function buildApp(config: Config, logger: Logger): FastifyInstance {
     forceCloseConnections: 'idle',
     // Per-request logs would dominate the message hot path; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
-    ...(https ? { https } : {}),
-    http: { maxHeaderSize: 16 * 1024 },
+    // Peers keep a few connections open and send pipelined batches over them (pipeline/1):
+    // Nagle off on every accepted socket, and idle connections kept well past a round trip.
+    // Fastify hands Node only `https` when it is set (never `http`), so both carry these.
+    ...(https ? { https: { ...https, ...SERVER_SOCKET_OPTIONS } } : {}),
+    http: SERVER_SOCKET_OPTIONS,
+    keepAliveTimeout: 72_000,
     // Malformed URLs and the like get our JSON error body too.
     frameworkErrors: (err: Error, _req: unknown, reply: { code(n: number): { send(b: unknown): void } }) => {
       reply.code(400).send({ error: 'invalid_request', message: err.message });

@@ -29,6 +29,8 @@ export interface HostConfig {
   jwks?: unknown;
   /** Answer to POST /messages (deliveries to this domain); default 404. */
   messages?: { status: number; json?: unknown };
+  /** Answers POST /messages/batch from the request body; default 404. */
+  batch?: (body: Buffer) => Promise<{ status: number; json?: unknown }>;
 }
 
 export class EvilPeer {
@@ -86,8 +88,20 @@ export class EvilPeer {
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     };
-    req.resume();
     const h = this.hosts.get(host);
+    const batch = h?.batch;
+    if (batch && req.method === 'POST' && path === '/messages/batch') {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        batch(Buffer.concat(chunks)).then(
+          (a) => send(a.status, a.json),
+          () => send(500, { error: 'internal' }),
+        );
+      });
+      return;
+    }
+    req.resume();
     if (h?.messages && req.method === 'POST' && path === '/messages') return send(h.messages.status, h.messages.json);
     if (!h || req.method !== 'GET') return send(404);
     if (path === '/.well-known/intertalk') return send(h.wellKnown.status, h.wellKnown.json);
