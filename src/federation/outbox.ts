@@ -344,15 +344,15 @@ export class OutboxWorker {
       return null; // attempt() retries with the reason
     }
     if (!peer.extensions.includes(BATCH_EXTENSION) || !peer.extensions.includes(PIPELINE_EXTENSION)) return null;
-    const wires = this.cut(peer, rows);
+    const wires = this.cut(peer, rows, 100); // room for the pipeline/1 fields
     if (wires.length === 0 || (wires.length === 1 && inFlight === 0)) return null;
     return { peer, wires, rows: rows.slice(0, wires.length) };
   }
 
   /** The wire bodies of the head rows that fit one batch (none when the first alone does not). */
-  private cut(peer: PeerTarget, rows: QueuedRow[]): string[] {
+  private cut(peer: PeerTarget, rows: QueuedRow[], reserve = 0): string[] {
     const batch: string[] = [];
-    let bytes = 20 + 100; // {"messages":[]} and the pipeline/1 fields
+    let bytes = 20 + reserve; // {"messages":[]} and what else the body carries
     for (const r of rows) {
       const w = wireFor(peer, r);
       const size = Buffer.byteLength(w) + 1;
@@ -510,25 +510,16 @@ export class OutboxWorker {
       return { outcomes: [this.networkOutcome(domain, err)] };
     }
     // rich/1 peers get the stored body; any other peer gets the seed-000 message with the
-    // readable fallback only (no `rich`, no other extension fields).
-    const wire = (r: QueuedRow) => wireFor(peer, r);
+    // readable fallback only (no `rich`, no other extension fields): wireFor.
     if (peer.extensions.includes(BATCH_EXTENSION) && rows.length > 1) {
-      const batch: string[] = [];
-      let bytes = 20;
-      for (const r of rows) {
-        const w = wire(r);
-        const size = Buffer.byteLength(w) + 1;
-        if (batch.length > 0 && bytes + size > MAX_BATCH_BYTES) break;
-        batch.push(w);
-        bytes += size;
-      }
+      const batch = this.cut(peer, rows);
       if (batch.length > 1) {
         const outcomes = await this.sendTracked(domain, () => this.sendBatch(domain, peer, batch));
         if (!('refused' in outcomes)) return { outcomes };
         // The peer refused the batch as such: send the head alone, the way every peer takes it.
       }
     }
-    return { outcomes: [await this.sendOne(domain, peer, rows[0]!, wire(rows[0]!))] };
+    return { outcomes: [await this.sendOne(domain, peer, rows[0]!, wireFor(peer, rows[0]!))] };
   }
 
   private async sendOne(domain: string, peer: { baseUrl: string; insecure: boolean }, row: QueuedRow, wire: string): Promise<Outcome> {
