@@ -152,6 +152,9 @@ async function idleMemory(sys: System, n: number) {
   return { ok: r.ok, kib: (after - before) / Math.max(1, r.ok), secs, before, after };
 }
 
+/** BENCH_LATENCY_SECONDS: each open-loop latency run (default min(BENCH_SECONDS, 3)); longer runs steady an A/B. */
+const LATENCY_MS = process.env.BENCH_LATENCY_SECONDS ? Number(process.env.BENCH_LATENCY_SECONDS) * 1000 : undefined;
+
 /** Runs the same measurements on both systems (one after the other, same process, same run). */
 export async function sideBySide(label: string, ours: () => Promise<System>, theirs: () => Promise<System>, durationMs: number, rates: number[], withIdle: boolean): Promise<SideRow[]> {
   const results: Record<'intertalk' | 'ejabberd', { rate: number; lat: Array<{ p50: number; p99: number; max: number; note: string }>; idle?: Awaited<ReturnType<typeof idleMemory>>; notes: string }> = {} as never;
@@ -172,7 +175,7 @@ export async function sideBySide(label: string, ours: () => Promise<System>, the
       log(`${label}: ${key} throughput ${Math.round(t.rate)}/s (lost ${t.lost}, dup ${t.duplicated})`);
       const lat = [];
       for (const r of rates) {
-        const l = await openLoop(sys, r, Math.min(durationMs, 3000));
+        const l = await openLoop(sys, r, LATENCY_MS ?? Math.min(durationMs, 3000));
         log(`${label}: ${key} @ ${r}/s p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(2)} ms (${l.received}/${l.total})`);
         lat.push({ p50: l.p50, p99: l.p99, max: l.max, note: `${l.received}/${l.total} received, ${l.lost} lost, ${l.duplicated} dup` });
       }

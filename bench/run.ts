@@ -11,7 +11,8 @@
 // Environment: BENCH_SECONDS (per throughput phase, default 5), BENCH_CONNECTIONS (closed-loop
 // HTTP connections, default 32), BENCH_CONNECTIONS_TOTAL (idle WebSockets, default 20000),
 // BENCH_POSTGRES (admin URL, default postgres://postgres@127.0.0.1:5432/test; "off" skips),
-// BENCH_REDIS (default redis://127.0.0.1:6379), BENCH_RATES (default 1000,5000).
+// BENCH_REDIS (default redis://127.0.0.1:6379), BENCH_RATES (default 1000,5000),
+// BENCH_LATENCY_SECONDS (each side-by-side latency run, default min(BENCH_SECONDS, 3)).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus, totalmem } from 'node:os';

@@ -171,6 +171,31 @@ describe('live chat on one provider', () => {
     assert.equal(c.body.lastSeq, Math.max(...seqs), 'the conversation points at its newest message');
   });
 
+  test('one group commit across many conversations: each conversation points at its own newest message', async () => {
+    const hub = await user(p.url, 'hub');
+    const a = await user(p.url, 'spoke-a');
+    const b = await user(p.url, 'spoke-b');
+    // Four conversations of hub's (alone, with a, with b, with both), few sign-ups.
+    const groups = [[hub.address], [hub.address, a.address], [hub.address, b.address], [hub.address, a.address, b.address]];
+    for (const to of groups) assert.equal((await send(p.url, hub.token, to, 'open')).status, 201);
+    // Three messages to each, all in one batch: one multi-conversation last_seq update.
+    const sentAt = new Date().toISOString();
+    const calls = [0, 1, 2].flatMap((k) => groups.map((to, i) => ({ id: `fan-${i}-${k}`, from: hub.address, to, sentAt, message: `fan ${i} ${k}` })));
+    const res = await Promise.all(calls.map((m) => p.provider.ctx.messaging.accept(m, { kind: 'local' })));
+    const newest = new Map<string, number>();
+    for (const r of res) newest.set(r.message.conversationId, Math.max(r.message.seq, newest.get(r.message.conversationId) ?? 0));
+    assert.equal(newest.size, 4);
+    const convs = await http(p.url, 'GET', '/conversations', { token: hub.token });
+    const listed = convs.body.conversations as Array<{ id: string; lastSeq: number; lastMessage: { message: string } }>;
+    assert.equal(listed.length, 4);
+    for (const c of listed) {
+      assert.equal(c.lastSeq, newest.get(c.id), `conversation ${c.id} points at its newest message`);
+      assert.match(c.lastMessage.message, / 2$/);
+    }
+    // Newest first: the list follows last_seq.
+    assert.deepEqual(listed.map((c) => c.lastSeq), [...newest.values()].sort((x, y) => y - x));
+  });
+
   test('a removed account stops receiving at once, though it was just written to', async () => {
     const ona = await user(p.url, 'ona');
     await user(p.url, 'pia');
