@@ -14,6 +14,6 @@ declare module '@xmpp/client' {
     on(event: 'stanza', fn: (el: Element) => void): void;
     on(event: 'error', fn: (err: Error) => void): void;
   }
-  export function client(options: { service: string; domain: string; username?: string; password?: string; resource?: string }): Client;
+  export function client(options: { service: string; domain: string; username?: string; password?: string; resource?: string; credentials?: (authenticate: (c: { username: string; password: string }, mechanism: string) => Promise<void>, mechanisms: string[]) => Promise<void> }): Client;
   export function xml(name: string, attrs?: Record<string, string>, ...children: Array<Element | string>): Element;
 }
