@@ -10,7 +10,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
 import { sql } from 'kysely';
-import { startNetwork, type Network } from './helpers/network.js';
+import { DevnetAgents, readAnswer, startNetwork, type Network } from './helpers/network.js';
 import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.js';
 import { counter, eventually, fed, fedUser, history } from './helpers/fed.js';
 import { batchBody, bodySha256, MAX_BATCH_MESSAGES } from '../src/federation/batch.js';
@@ -30,7 +30,7 @@ let net: Network;
 let evil: EvilPeer;
 let key: PeerKey;
 let impostor: PeerKey;
-const agents = new Map<string, Agent>();
+const agents = new DevnetAgents(() => net);
 
 interface Res {
   status: number;
@@ -54,14 +54,7 @@ async function postBatch(domain: string, token: string | null, body: string, ext
   const headers: Record<string, string> = { 'content-type': 'application/json', ...extraHeaders };
   if (token !== null) headers.authorization = `Bearer ${token}`;
   const res = await fetch(`${net.node(domain).url}/messages/batch`, { method: 'POST', headers, body, dispatcher: agentFor(domain) });
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, text, body: parsed };
+  return { status: res.status, ...(await readAnswer(res)) };
 }
 
 async function messageCount(domain: string): Promise<number> {
@@ -102,7 +95,7 @@ describe('federation: batch/1', () => {
   });
 
   after(async () => {
-    for (const a of agents.values()) await a.close();
+    await agents.close();
     await net?.stop();
     await evil?.close();
     if (net) rmSync(net.dir, { recursive: true, force: true });
@@ -447,11 +440,4 @@ describe('federation: batch/1', () => {
   });
 });
 
-function agentFor(domain: string): Agent {
-  let agent = agents.get(domain);
-  if (!agent) {
-    agent = new Agent({ connect: { ca: net.ca.caCert, servername: domain } });
-    agents.set(domain, agent);
-  }
-  return agent;
-}
+const agentFor = (domain: string): Agent => agents.for(domain);

@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { Agent, fetch } from 'undici';
-import { startNetwork, type Network } from './helpers/network.js';
+import { DevnetAgents, readAnswer, startNetwork, type Network } from './helpers/network.js';
 import { EvilPeer, peerKey, signToken, type PeerKey } from './helpers/evil-peer.js';
 import { counter, eventually, fed, fedUser, type FedUser } from './helpers/fed.js';
 import { batchBody, bodySha256 } from '../src/federation/batch.js';
@@ -31,7 +31,7 @@ const MALLORY = `mallory@${EVIL}`;
 let net: Network;
 let evil: EvilPeer;
 let key: PeerKey;
-const agents = new Map<string, Agent>();
+const agents = new DevnetAgents(() => net);
 
 interface Res {
   status: number;
@@ -54,14 +54,7 @@ async function postRaw(domain: string, body: string, extraHeaders: Record<string
     body,
     dispatcher: agentFor(domain),
   });
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, text, body: parsed };
+  return { status: res.status, ...(await readAnswer(res)) };
 }
 
 /** A raw pipelined batch of `ms` from evil.test. */
@@ -144,7 +137,7 @@ describe('federation: pipeline/1', () => {
   });
 
   after(async () => {
-    for (const a of agents.values()) await a.close();
+    await agents.close();
     await net?.stop();
     await evil?.close();
     if (net) rmSync(net.dir, { recursive: true, force: true });
@@ -380,11 +373,4 @@ function limits(domain: string): { perPeer: { reset(k: string): Promise<void> };
   return (fed(net.provider(domain)).inbound as unknown as { o: ReturnType<typeof limits> }).o;
 }
 
-function agentFor(domain: string): Agent {
-  let agent = agents.get(domain);
-  if (!agent) {
-    agent = new Agent({ connect: { ca: net.ca.caCert, servername: domain } });
-    agents.set(domain, agent);
-  }
-  return agent;
-}
+const agentFor = (domain: string): Agent => agents.for(domain);

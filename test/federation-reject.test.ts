@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Agent, fetch } from 'undici';
-import { startNetwork, type Network } from './helpers/network.js';
+import { readAnswer, startNetwork, type Network } from './helpers/network.js';
 import type { Federation } from '../src/federation/service.js';
 import { EvilPeer, Trap, hmacToken, peerKey, signToken, unsecuredToken, type PeerKey } from './helpers/evil-peer.js';
 import { deliveries, eventually, fedUser, say } from './helpers/fed.js';
@@ -60,14 +60,7 @@ async function post(domain: string, token: string | null, body: unknown, opts: {
     body: opts.raw ? (body as string | Buffer) : JSON.stringify(body),
     dispatcher: agent,
   });
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, body: parsed };
+  return { status: res.status, headers: res.headers, ...(await readAnswer(res)) };
 }
 
 async function counts(domain: string): Promise<{ messages: number; conversations: number; members: number }> {
