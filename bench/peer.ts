@@ -425,7 +425,7 @@ modules:
 `;
 }
 
-async function startEj(base: string, name: string, domain: string, ip: string, s2s: number, hosts: Array<[string, string]>): Promise<EjNode> {
+async function startEj(base: string, name: string, domain: string, ip: string, s2s: number): Promise<EjNode> {
   const dir = join(base, name);
   mkdirSync(join(dir, 'spool'), { recursive: true });
   mkdirSync(join(dir, 'logs'), { recursive: true });
@@ -433,9 +433,8 @@ async function startEj(base: string, name: string, domain: string, ip: string, s
   writeFileSync(join(dir, 'ejabberd.yml'), ejConfig(domain, ip, c2s, s2s, http));
   const node = `${name}${randomBytes(3).toString('hex')}@localhost`;
   writeFileSync(join(dir, 'ejabberdctl.cfg'), `ERLANG_NODE=${node}\nEJABBERD_BYPASS_WARNINGS=true\nERL_MAX_PORTS=250000\nERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n`);
-  // Erlang's resolver: extra names for loopback addresses, if any (ejabberd's s2s does not use it).
-  const ipTuple = (a: string) => `{${a.split('.').join(',')}}`;
-  writeFileSync(join(dir, 'inetrc'), `{lookup,["file","native"]}.\n${hosts.map(([h, a]) => `{host,${ipTuple(a)},["${h}"]}.`).join('\n')}\n{host,{127,0,0,1},["localhost"]}.\n`);
+  // Erlang's resolver (ejabberdctl points ERL_INETRC here): the node's own host name, without DNS.
+  writeFileSync(join(dir, 'inetrc'), `{lookup,["file","native"]}.\n{host,{127,0,0,1},["localhost"]}.\n`);
   // ejabberdctl runs the server as the ejabberd user.
   const uid = Number(execFileSync('id', ['-u', 'ejabberd'], { encoding: 'utf8' }).trim());
   const gid = Number(execFileSync('id', ['-g', 'ejabberd'], { encoding: 'utf8' }).trim());
@@ -532,9 +531,8 @@ export async function ejabberd(base: string, federated: boolean): Promise<System
   // The two servers' domains are their loopback addresses (an IP literal is a valid XMPP
   // domain): ejabberd's s2s resolver asks DNS for SRV records, then libc's getaddrinfo — it never
   // reads Erlang's inetrc, so names mapped there came back remote-server-not-found.
-  const hosts: Array<[string, string]> = [];
-  const a = await startEj(base, 'ejbencha', '127.0.0.1', '127.0.0.1', s2s, hosts);
-  const b = federated ? await startEj(base, 'ejbenchb', '127.0.0.2', '127.0.0.2', s2s, hosts) : a;
+  const a = await startEj(base, 'ejbencha', '127.0.0.1', '127.0.0.1', s2s);
+  const b = federated ? await startEj(base, 'ejbenchb', '127.0.0.2', '127.0.0.2', s2s) : a;
   const registered = new Set<string>();
   const reg = async (n: EjNode, u: string) => {
     const key = `${u}@${n.domain}`;
