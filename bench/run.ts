@@ -12,7 +12,8 @@
 // HTTP connections, default 32), BENCH_CONNECTIONS_TOTAL (idle WebSockets, default 20000),
 // BENCH_POSTGRES (admin URL, default postgres://postgres@127.0.0.1:5432/test; "off" skips),
 // BENCH_REDIS (default redis://127.0.0.1:6379), BENCH_RATES (default 1000,5000),
-// BENCH_LATENCY_SECONDS (each side-by-side latency run, default min(BENCH_SECONDS, 3)).
+// BENCH_LATENCY_SECONDS (each side-by-side latency run, default min(BENCH_SECONDS, 3)), BENCH_SERVER_FLAGS
+// (Node flags for every server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" or "--trace-gc").
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus, totalmem } from 'node:os';
@@ -86,6 +87,9 @@ async function waitUp(url: string, ca?: string, servername?: string): Promise<vo
 
 function startChild(args: string[], env: Record<string, string>, nofile?: number): ChildProcess {
   const fullEnv = { ...process.env, INTERTALK_LOG_LEVEL: 'warn', ...env };
+  // BENCH_SERVER_FLAGS: Node flags for every server (e.g. --cpu-prof --cpu-prof-dir=/tmp/p, --trace-gc).
+  const flags = process.env.BENCH_SERVER_FLAGS?.split(/\s+/).filter(Boolean) ?? [];
+  args = [...flags, ...args];
   // prlimit execs the command, so the child's pid is the server's pid (for /proc/<pid>/status).
   const c = nofile ? spawn('prlimit', [`--nofile=${nofile}:${nofile}`, process.execPath, ...args], { env: fullEnv, stdio: ['ignore', 'inherit', 'inherit'] }) : spawn(process.execPath, args, { env: fullEnv, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(c);

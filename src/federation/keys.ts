@@ -5,10 +5,11 @@
 // retired_at = null; if two instances create or rotate keys at the same moment, every instance
 // converges on that same key and retires the others with the usual grace period, so tokens
 // already signed with a losing key still verify.
-import { CompactSign, SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Db } from '../storage/db.js';
 import type { Clock } from '../util/clock.js';
 import { randomId } from '../util/ids.js';
+import { signCompact, syncSigner, type SyncSigner } from './jws.js';
 
 export type SigningAlgorithm = 'ES256' | 'ES384' | 'EdDSA' | 'RS256';
 export const SIGNING_ALGORITHMS: readonly SigningAlgorithm[] = ['ES256', 'ES384', 'EdDSA', 'RS256'];
@@ -66,7 +67,7 @@ interface KeyRow {
 interface Signer {
   kid: string;
   alg: string;
-  key: CryptoKey;
+  key: SyncSigner;
   loadedAt: number;
 }
 
@@ -190,7 +191,7 @@ export class SigningKeys {
       exp: iat + TOKEN_LIFETIME_S,
       jti: randomId(),
     };
-    return new SignJWT(payload).setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' }).sign(signer.key);
+    return signCompact(signer.key, { kid: signer.kid, typ: 'JWT' }, payload);
   }
 
   /**
@@ -199,7 +200,7 @@ export class SigningKeys {
    */
   async signJws(payload: Record<string, unknown>): Promise<string> {
     const signer = await this.currentSigner();
-    return new CompactSign(new TextEncoder().encode(JSON.stringify(payload))).setProtectedHeader({ alg: signer.alg, kid: signer.kid }).sign(signer.key);
+    return signCompact(signer.key, { kid: signer.kid }, payload);
   }
 
   private invalidate(): void {
@@ -244,7 +245,7 @@ export class SigningKeys {
     if (this.signer && this.signer.kid === row.kid) return { ...this.signer, loadedAt: now };
     const jwk = JSON.parse(row.private_jwk) as JWK;
     const key = (await importJWK(jwk, row.alg, { extractable: false })) as CryptoKey;
-    return { kid: row.kid, alg: row.alg, key, loadedAt: now };
+    return { kid: row.kid, alg: row.alg, key: syncSigner(row.alg, key), loadedAt: now };
   }
 
   private async activePrivateRow(): Promise<{ kid: string; alg: string; private_jwk: string } | undefined> {
