@@ -40,8 +40,14 @@ const BUSY_TIMEOUT_MS = 5000;
 /** Attempts of the checkpoint that scrubs the WAL after a delete (about 2 minutes in all). */
 const SCRUB_TRIES = 120;
 
-/** How often the checkpointer thread copies the WAL into the database file. */
-const CHECKPOINT_INTERVAL_MS = 200;
+/**
+ * How often the checkpointer thread copies the WAL into the database file. Often, so that the
+ * commit that reaches wal_autocheckpoint finds almost nothing left to copy: at 200 ms that commit
+ * stalled the event loop 6–8 ms every ~0.6 s at 1 000 msgs/s (the local p99); at 10 ms the local
+ * p99 fell from 5–8 to 2.5–3 ms at 1 000 msgs/s and from 15–23 to 6–8 ms at 5 000
+ * (docs/performance.md). A round with nothing new to copy does no I/O.
+ */
+const CHECKPOINT_INTERVAL_MS = 10;
 
 /** Parses INTERTALK_DATABASE: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`. */
 export function parseDatabaseUrl(url: string): { dialect: Dialect; target: string } {
@@ -71,7 +77,7 @@ export async function openStorage(url: string): Promise<Storage> {
     conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // Deleted message text is overwritten, not just unlinked (see scrubSoon for the WAL).
     conn.pragma('secure_delete = ON');
-    // The WAL is checkpointed by a worker thread (checkpointer.ts) every 200 ms, mostly not inside
+    // The WAL is checkpointed by a worker thread (checkpointer.ts) every 10 ms, mostly not inside
     // our commits. A PASSIVE checkpoint that runs while we write cannot let the WAL restart, so
     // the commit that finds 4000 pages (16 MB) in it still checkpoints itself: by then the
     // worker has copied nearly all of them, and the WAL stays bounded.
