@@ -79,10 +79,12 @@ export async function openStorage(url: string): Promise<Storage> {
     conn.pragma('secure_delete = ON');
     // The WAL is checkpointed by a worker thread (checkpointer.ts) every 10 ms, mostly not inside
     // our commits. A PASSIVE checkpoint that runs while we write cannot let the WAL restart, so
-    // the commit that finds 4000 pages (16 MB) in it still checkpoints itself: by then the
-    // worker has copied nearly all of them, and the WAL stays bounded.
+    // the commit that finds 16 000 pages (64 MB) in it still checkpoints itself: by then the
+    // worker has copied nearly all of them, and the WAL stays bounded. That commit's syncs are
+    // a stall of a few ms; at 16 000 pages rather than 4 000 it comes a quarter as often (local
+    // p99 @5 000/s 7–8 → ~4 ms, docs/performance.md), for up to 64 MB of -wal file on disk.
     if (target !== ':memory:') {
-      conn.pragma('wal_autocheckpoint = 4000');
+      conn.pragma('wal_autocheckpoint = 16000');
       checkpointer = new Worker(new URL('./checkpointer.js', import.meta.url), { workerData: { path: resolve(target), intervalMs: CHECKPOINT_INTERVAL_MS } });
       checkpointer.unref();
     }
