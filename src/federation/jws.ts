@@ -27,13 +27,12 @@ export function syncSigner(alg: string, key: CryptoKey | KeyObject): SyncSigner 
 
 const segment = (json: unknown) => Buffer.from(JSON.stringify(json), 'utf8').toString('base64url');
 
-/** The compact serialisation of `payload` (a JSON value, or raw bytes) signed under `header` (alg is set from the signer). */
+/** The compact serialisation of the JSON `payload` signed under `header` (alg is always the signer's, and first). */
 export function signCompact(signer: SyncSigner, header: Record<string, unknown>, payload: unknown): string {
-  const body = payload instanceof Uint8Array ? Buffer.from(payload).toString('base64url') : segment(payload);
   const protectedHeader: Record<string, unknown> = { alg: signer.alg, ...header };
-  protectedHeader.alg = signer.alg;
-  const input = `${segment(protectedHeader)}.${body}`;
-  const data = Buffer.from(input, 'ascii');
-  const sig = signer.alg.startsWith('ES') ? sign(DIGEST[signer.alg]!, data, { key: signer.key, dsaEncoding: 'ieee-p1363' }) : sign(DIGEST[signer.alg] ?? null, data, signer.key);
+  protectedHeader.alg = signer.alg; // a header naming another alg does not win
+  const input = `${segment(protectedHeader)}.${segment(payload)}`;
+  // dsaEncoding applies to ECDSA only (RS256 and EdDSA ignore it).
+  const sig = sign(DIGEST[signer.alg] ?? null, Buffer.from(input, 'ascii'), { key: signer.key, dsaEncoding: 'ieee-p1363' });
   return `${input}.${sig.toString('base64url')}`;
 }
